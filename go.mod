@@ -1,0 +1,3 @@
+module aloft
+
+go 1.26.8
