@@ -1,0 +1,66 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"aloft/internal/fn"
+)
+
+func writeModule(t *testing.T, mainSrc string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/f\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(mainSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestGoBuildsStaticBinary(t *testing.T) {
+	src := writeModule(t, "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Print(\"built\") }\n")
+	if !IsGoSource(src) {
+		t.Fatal("IsGoSource = false for a dir with go.mod")
+	}
+	out := t.TempDir()
+	if err := Go(context.Background(), Config{}, src, out, "bootstrap"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command(filepath.Join(out, "bootstrap")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "built" {
+		t.Fatalf("binary printed %q, want %q", got, "built")
+	}
+	file, err := exec.Command("file", filepath.Join(out, "bootstrap")).Output()
+	if err == nil && !strings.Contains(string(file), "statically linked") {
+		t.Fatalf("binary is not static: %s", file)
+	}
+}
+
+func TestGoCompileErrorIsClientError(t *testing.T) {
+	src := writeModule(t, "package main\n\nfunc main() { undefinedThing() }\n")
+	err := Go(context.Background(), Config{}, src, t.TempDir(), "bootstrap")
+	var fe *fn.Error
+	if !errors.As(err, &fe) || fe.Status != http.StatusBadRequest {
+		t.Fatalf("err = %v, want a 400 fn.Error", err)
+	}
+	if !strings.Contains(fe.Message, "undefinedThing") {
+		t.Fatalf("message does not quote the compiler: %q", fe.Message)
+	}
+}
+
+func TestIsGoSourceWithoutGoMod(t *testing.T) {
+	if IsGoSource(t.TempDir()) {
+		t.Fatal("IsGoSource = true for an empty dir")
+	}
+}
