@@ -1,0 +1,27 @@
+// Command aloft is the Aloft server and its command-line client.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"aloft/internal/sandbox"
+)
+
+func main() {
+	sandbox.MaybeRunInit() // returns unless this process is a sandbox's init
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "aloft:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"aloft/internal/cli"
+	"aloft/internal/client"
+	"aloft/internal/manifest"
+	"aloft/internal/server"
+)
+
+const usage = `aloft — a self-hosted serverless platform
+
+Server:
+  aloft serve [--addr HOST:PORT] [--data DIR] [--token T] [--nats URL] [--insecure-no-sandbox]
+  aloft dev [DIR]        run a local server without a token and deploy DIR/aloft.yaml (default ./examples)
+
+Client (talks to the API at --url / ALOFT_URL with --token / ALOFT_TOKEN):
+  aloft deploy [DIR|FILE]       deploy the functions of an aloft.yaml
+  aloft invoke NAME [PAYLOAD]   invoke a function and print its result
+  aloft ls | get NAME | rm NAME
+  aloft logs NAME [-f] [--since 10m]
+  aloft publish NAME            freeze $LATEST as a numbered version
+  aloft alias set|ls|rm ...
+
+Run "aloft VERB -h" for a verb's flags.
+`
+
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "dev":
+		return dev(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "aloft", version)
+		return nil
+	}
+	if cli.IsClientVerb(args[0]) {
+		return cli.Run(ctx, args, stdin, stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q: run \"aloft help\" for the list", args[0])
+}
+
+var version = "dev"
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", envOr("ALOFT_ADDR", "127.0.0.1:8080"), "HTTP listen address")
+	data := fs.String("data", envOr("ALOFT_DATA", "aloft-data"), "data directory (all state)")
+	token := fs.String("token", os.Getenv("ALOFT_TOKEN"), "API bearer token (default: generated into DIR/token)")
+	natsURL := fs.String("nats", os.Getenv("ALOFT_NATS"), "external NATS URL (default: embedded)")
+	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
+	prewarm := fs.Int("prewarm", 2, "empty sandboxes kept ready")
+	maxPayload := fs.Int64("max-payload", 6<<20, "synchronous payload limit in bytes")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	log, err := newLogger(stderr, *logLevel, true)
+	if err != nil {
+		return err
+	}
+	if *token == "" {
+		t, created, err := server.LoadOrCreateToken(*data)
+		if err != nil {
+			return err
+		}
+		*token = t
+		if created {
+			fmt.Fprintf(stdout, "API token (saved in %s, shown once): %s\n", filepath.Join(*data, "token"), t)
+		}
+	}
+	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NATSURL: *natsURL, Token: *token,
+		Insecure: *insecure, Prewarm: *prewarm, MaxPayload: *maxPayload, Logger: log})
+	if err != nil {
+		return err
+	}
+	return runServer(ctx, srv, func() {
+		fmt.Fprintf(stdout, "aloft listening on %s\n", srv.URL())
+	})
+}
+
+// runServer starts srv, calls started, and serves until ctx ends or a
+// component fails.
+func runServer(ctx context.Context, srv *server.Server, started func()) error {
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	started()
+	failed := make(chan error, 1)
+	go func() { failed <- srv.Wait() }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-failed:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return errors.Join(err, srv.Shutdown(sctx))
+}
+
+func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address (loopback only: dev has no token)")
+	data := fs.String("data", ".aloft", "data directory")
+	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	dir := "examples"
+	if fs.NArg() > 1 {
+		return fmt.Errorf("dev takes one directory, got %q", fs.Args())
+	}
+	if fs.NArg() == 1 {
+		dir = fs.Arg(0)
+	}
+	m, err := manifest.Load(dir)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, "info", false)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NoAuth: true,
+		Insecure: *insecure, Prewarm: 2, Logger: log})
+	if err != nil {
+		return err
+	}
+	return runServer(ctx, srv, func() {
+		fmt.Fprintf(stdout, "aloft dev server on %s (data in %s, no token)\n", srv.URL(), *data)
+		c := client.New(srv.URL(), "")
+		if err := cli.Deploy(ctx, c, m, srv.URL(), stdout); err != nil {
+			fmt.Fprintf(stderr, "deploy %s: %v\n", dir, err)
+			return
+		}
+		fmt.Fprintf(stdout, "ready: try  curl %s/fn/%s/\n", srv.URL(), m.Functions[0].Name)
+	})
+}
+
+// reorder moves flags before positional arguments so both orders work.
+func reorder(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && i+1 < len(args) && a != "--insecure-no-sandbox" && a != "-insecure-no-sandbox" {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(w io.Writer, level string, asJSON bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if asJSON {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

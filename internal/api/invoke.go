@@ -1,0 +1,126 @@
+package api
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"aloft/internal/fn"
+	"aloft/internal/invoke"
+	"aloft/internal/store"
+)
+
+// invoke runs the function with the raw body as payload and answers the
+// raw result; a function error is 200 with X-Aloft-Function-Error.
+func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	logMode := q.Get("log")
+	if logMode != "" && logMode != "tail" && logMode != "none" {
+		return fn.Invalid("log=%q is unknown: use log=tail or leave it out", logMode)
+	}
+	if t := r.Header.Get("X-Aloft-Invocation-Type"); t != "" && t != "RequestResponse" {
+		return fn.Invalid("X-Aloft-Invocation-Type %q is not supported yet: use RequestResponse", t)
+	}
+	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxPayload))
+	if err != nil {
+		return err
+	}
+	resp, err := a.cfg.Invoker.Invoke(r.Context(), invoke.Request{
+		Tenant: tenant(r), Function: name, Qualifier: q.Get("qualifier"),
+		Payload: payload, LogTail: logMode == "tail",
+		TraceID: r.Header.Get("X-Amzn-Trace-Id"),
+	})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("X-Aloft-Invocation-Id", resp.InvocationID)
+	h.Set("X-Aloft-Executed-Version", resp.Version)
+	if logMode == "tail" {
+		h.Set("X-Aloft-Log-Result", base64.StdEncoding.EncodeToString(resp.LogTail))
+	}
+	ct := resp.ContentType
+	if resp.FunctionError {
+		h.Set("X-Aloft-Function-Error", "Unhandled")
+		ct = "application/json"
+	}
+	if ct == "" {
+		ct = "application/json"
+	}
+	h.Set("Content-Type", ct)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(resp.Payload)
+	return nil
+}
+
+// logs streams a function's log lines as NDJSON.
+func (a *API) logs(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	query := store.LogQuery{Tenant: tenant(r), Function: name}
+	if s := q.Get("since"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil && d > 0 {
+			query.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
+			query.Since = t
+		} else {
+			return fn.Invalid("since=%q: use a duration like 10m or an RFC 3339 time", s)
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100000 {
+			return fn.Invalid("limit=%q: use a number from 1 to 100000", s)
+		}
+		query.Limit = n
+	}
+	switch strings.ToLower(q.Get("follow")) {
+	case "", "false", "0":
+	case "true", "1":
+		query.Follow = true
+	default:
+		return fn.Invalid("follow=%q: use true or false", q.Get("follow"))
+	}
+	if _, _, err := a.cfg.Store.GetFunction(r.Context(), tenant(r), name); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	err = a.cfg.Store.ReadLogs(r.Context(), query, func(l fn.LogLine) error {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		if query.Follow {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		return nil
+	})
+	_ = bw.Flush()
+	if err != nil && r.Context().Err() == nil {
+		a.log.Warn("read logs", "function", name, "error", err)
+	}
+	return nil
+}

@@ -1,0 +1,230 @@
+// Package gateway is Aloft's data-plane HTTP: it serves every function at
+// /fn/{name}/... and at the routes functions declare ("GET /users/{id}").
+// For Lambda-style runtimes a request becomes an API Gateway HTTP API 2.0
+// event and the result is mapped back; for the http runtime the request is
+// proxied as it is, streaming both ways.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"aloft/internal/apigw"
+	"aloft/internal/fn"
+	"aloft/internal/httperror"
+	"aloft/internal/invoke"
+	"aloft/internal/store"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	Invoker *invoke.Invoker
+	Store   *store.Store
+	Logger  *slog.Logger
+	// MaxBody bounds a request body for Lambda-style functions (default 6 MB).
+	MaxBody int64
+}
+
+// Gateway routes HTTP requests to functions.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	routes atomic.Pointer[table]
+}
+
+// route is one declared route of one function.
+type route struct {
+	fn.Route
+	function string
+	runtime  fn.Runtime
+}
+
+// table holds every declared route, most specific first.
+type table struct {
+	routes []route
+}
+
+// New returns a Gateway with an empty route table; call Reload.
+func New(cfg Config) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 6 << 20
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	g.routes.Store(&table{})
+	return g
+}
+
+// Reload rebuilds the route table from the store.
+func (g *Gateway) Reload(ctx context.Context) error {
+	fns, err := g.cfg.Store.ListFunctions(ctx, fn.DefaultTenant)
+	if err != nil {
+		return fmt.Errorf("reload routes: %w", err)
+	}
+	t := &table{}
+	for _, f := range fns {
+		for _, raw := range f.Routes {
+			r, err := fn.ParseRoute(raw)
+			if err != nil {
+				g.log.Warn("skipping invalid stored route", "function", f.Name, "route", raw, "error", err)
+				continue
+			}
+			t.routes = append(t.routes, route{Route: r, function: f.Name, runtime: f.Runtime})
+		}
+	}
+	sort.SliceStable(t.routes, func(i, j int) bool {
+		a, b := t.routes[i], t.routes[j]
+		if a.Specificity() != b.Specificity() {
+			return a.Specificity() > b.Specificity()
+		}
+		if a.Raw != b.Raw {
+			return a.Raw < b.Raw
+		}
+		return a.function < b.function
+	})
+	g.routes.Store(t)
+	return nil
+}
+
+// Run reloads the route table whenever a function changes, until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	changes, err := g.cfg.Store.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("gateway: watch store: %w", err)
+	}
+	for ch := range changes {
+		if ch.Kind != "function" {
+			continue
+		}
+		if err := g.Reload(ctx); err != nil && ctx.Err() == nil {
+			g.log.Error("reload routes", "error", err)
+		}
+	}
+	return nil
+}
+
+// Conflicts returns a client-facing error if any of routes is already
+// declared, with the same method and path, by a function other than name.
+func (g *Gateway) Conflicts(name string, routes []string) error {
+	t := g.routes.Load()
+	for _, raw := range routes {
+		r, err := fn.ParseRoute(raw)
+		if err != nil {
+			return err
+		}
+		for _, have := range t.routes {
+			if have.function != name && have.Raw == r.Raw {
+				return fn.Conflict("route %q is already served by function %q: remove it there first or choose another path", r.Raw, have.function)
+			}
+		}
+	}
+	return nil
+}
+
+// ServeFunction serves /fn/{name} and /fn/{name}/{rest...}.
+func (g *Gateway) ServeFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	rest := "/" + r.PathValue("rest")
+	if err := fn.ValidateName(name); err != nil {
+		g.writeError(w, "", err)
+		return
+	}
+	g.serve(w, r, name, "", rest, "$default", nil)
+}
+
+// ServeHTTP serves declared routes; anything else is a 404.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := g.routes.Load()
+	path := r.URL.Path
+	for _, rt := range t.routes {
+		params, ok := rt.Match(r.Method, path)
+		if !ok {
+			continue
+		}
+		routeKey := rt.Raw
+		if rt.Method == "" {
+			routeKey = "ANY " + rt.Raw
+		}
+		g.serve(w, r, rt.function, rt.runtime, path, routeKey, params)
+		return
+	}
+	g.writeError(w, "", fn.NotFound("no function serves %s %s: functions are at /fn/{name}/ and at the routes they declare", r.Method, path))
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt fn.Runtime, path, routeKey string, params map[string]string) {
+	id := invoke.NewInvocationID()
+	if rt == "" {
+		f, _, err := g.cfg.Store.GetFunction(r.Context(), fn.DefaultTenant, name)
+		if err != nil {
+			g.writeError(w, id, err)
+			return
+		}
+		rt = f.Runtime
+	}
+	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, ID: id, TraceID: traceID(r)}
+	if rt == fn.RuntimeHTTP {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = path
+		r2.URL.RawPath = ""
+		if err := g.cfg.Invoker.ServeHTTP(w, r2, req); err != nil {
+			g.writeError(w, id, err)
+		}
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	if err != nil {
+		g.writeError(w, id, err)
+		return
+	}
+	ev, err := apigw.NewEvent(r, body, apigw.RequestInfo{
+		RouteKey: routeKey, PathParams: params, RequestID: id, APIID: "aloft",
+		Now: time.Now(), SourceIP: sourceIP(r.RemoteAddr), Path: path,
+	})
+	if err != nil {
+		g.writeError(w, id, err)
+		return
+	}
+	req.Payload = ev
+	resp, err := g.cfg.Invoker.Invoke(r.Context(), req)
+	if err != nil {
+		g.writeError(w, id, err)
+		return
+	}
+	w.Header().Set("X-Aloft-Invocation-Id", id)
+	if resp.FunctionError {
+		apigw.WriteFunctionError(w, resp.Payload)
+		return
+	}
+	if err := apigw.WriteResponse(w, resp.Payload); err != nil {
+		g.log.Warn("function response", "function", name, "invocation_id", id, "error", err)
+	}
+}
+
+func (g *Gateway) writeError(w http.ResponseWriter, id string, err error) {
+	if id != "" {
+		w.Header().Set("X-Aloft-Invocation-Id", id)
+	}
+	httperror.Write(w, g.log, id, err)
+}
+
+func sourceIP(remote string) string {
+	if i := strings.LastIndexByte(remote, ':'); i > 0 {
+		return strings.Trim(remote[:i], "[]")
+	}
+	return remote
+}
+
+// traceID carries an incoming X-Ray header through; W3C traceparent
+// bridging comes with tracing.
+func traceID(r *http.Request) string {
+	return r.Header.Get("X-Amzn-Trace-Id")
+}

@@ -1,0 +1,269 @@
+package invoke
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"aloft/internal/fn"
+	"aloft/internal/runtime/httpport"
+	"aloft/internal/runtime/lambda"
+	"aloft/internal/sandbox"
+)
+
+// instance is one running sandbox plus the runtime protocol Aloft speaks
+// with it. It implements scale.Instance.
+type instance struct {
+	id       string
+	sb       *sandbox.Instance
+	lambda   *lambda.Server   // event-style runtimes
+	proxy    *httpport.Proxy  // http runtime
+	sink     *lineSink
+	captures [2]*capture
+	started  time.Time
+	initDur  time.Duration
+	used     atomic.Bool  // served at least one invocation (cold start reporting)
+	inflight atomic.Int32 // requests in flight (http runtime may serve several)
+
+	ctx    context.Context // cancelled when the instance dies or stops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // captures and the runtime server
+	once   sync.Once
+}
+
+func (in *instance) Done() <-chan struct{} { return in.sb.Done() }
+
+// Stop kills the sandbox and waits for the goroutines this instance owns.
+func (in *instance) Stop() {
+	in.once.Do(func() {
+		in.sb.Kill()
+		<-in.sb.Done()
+		if in.lambda != nil {
+			_ = in.lambda.Close()
+		}
+		if in.proxy != nil {
+			in.proxy.Close()
+		}
+		in.cancel()
+		in.wg.Wait()
+	})
+}
+
+// startError is a failure of an instance to start that the invocation
+// which caused it reports as a function error (like Lambda's init errors).
+type startError struct {
+	errType string
+	payload []byte
+}
+
+func (e *startError) Error() string { return "instance start failed: " + string(e.payload) }
+
+// startInstance starts one instance of t and returns when it is ready.
+func (iv *Invoker) startInstance(ctx context.Context, t *target) (*instance, error) {
+	codeDir, err := iv.code(ctx, t.sha)
+	if err != nil {
+		return nil, err
+	}
+	id := newID()[:12]
+	in := &instance{id: id, started: time.Now()}
+	in.ctx, in.cancel = context.WithCancel(context.Background())
+	in.sink = &lineSink{
+		base:   fn.LogLine{Tenant: t.tenant, Function: t.name, Version: t.version, Instance: id},
+		append: iv.cfg.Store.AppendLog,
+	}
+	spec, err := iv.spec(t, id, codeDir)
+	if err != nil {
+		in.cancel()
+		return nil, err
+	}
+	var writers [2]*os.File
+	for i, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			in.cancel()
+			return nil, fmt.Errorf("start instance: %w", err)
+		}
+		c, err := newCapture(r, stream, in.sink)
+		if err != nil {
+			r.Close()
+			w.Close()
+			in.cancel()
+			return nil, fmt.Errorf("start instance: %w", err)
+		}
+		in.captures[i] = c
+		writers[i] = w
+	}
+	spec.Stdout, spec.Stderr = writers[0], writers[1]
+	sb, err := iv.cfg.Executor.Start(ctx, spec)
+	writers[0].Close()
+	writers[1].Close()
+	if err != nil {
+		in.captures[0].r.Close()
+		in.captures[1].r.Close()
+		in.cancel()
+		return nil, fmt.Errorf("start instance of %s: %w", t.name, err)
+	}
+	in.sb = sb
+	for _, c := range in.captures {
+		in.wg.Add(1)
+		go func() { defer in.wg.Done(); c.run() }()
+	}
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		select {
+		case <-sb.Done():
+		case <-in.ctx.Done():
+		}
+		in.cancel()
+	}()
+	if err := iv.connect(ctx, t, in); err != nil {
+		in.Stop()
+		return nil, err
+	}
+	in.initDur = time.Since(in.started)
+	return in, nil
+}
+
+// connect starts the runtime protocol and waits for the instance to be
+// ready, or for it to fail its init.
+func (iv *Invoker) connect(ctx context.Context, t *target, in *instance) error {
+	initCtx, cancel := context.WithTimeout(ctx, iv.cfg.InitTimeout)
+	defer cancel()
+	// Readiness also ends when the instance dies.
+	stop := context.AfterFunc(in.ctx, cancel)
+	defer stop()
+	var err error
+	if t.cfg.Runtime.EventStyle() {
+		in.lambda = lambda.NewServer(lambda.Config{Logger: iv.log, MaxResponse: iv.cfg.MaxResponse})
+		in.wg.Add(1)
+		go func() {
+			defer in.wg.Done()
+			_ = in.lambda.Serve(in.sb.Listener())
+		}()
+		err = in.lambda.WaitReady(initCtx)
+	} else {
+		in.proxy = httpport.New(httpport.Config{Logger: iv.log, Dial: in.sb.Dial, MaxIdleConns: t.cfg.Concurrency})
+		err = in.proxy.WaitReady(initCtx)
+	}
+	if err == nil {
+		return nil
+	}
+	var ie *lambda.InitError
+	if errors.As(err, &ie) {
+		in.sink.platform("", "INIT_REPORT Status: error Error Type: "+ie.Type)
+		return &startError{errType: ie.Type, payload: ie.Payload}
+	}
+	select {
+	case <-in.sb.Done():
+		st := in.sb.Exit()
+		et := "Runtime.ExitError"
+		if st.OOMKilled {
+			et = "Runtime.OutOfMemory"
+		}
+		msg := "Runtime exited during init: " + st.String()
+		in.sink.platform("", "INIT_REPORT Status: error Error Type: "+et+" "+msg)
+		return &startError{errType: et, payload: fn.ErrorPayload(et, msg)}
+	default:
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg := fmt.Sprintf("Runtime did not become ready within %s", iv.cfg.InitTimeout)
+	if t.cfg.Runtime == fn.RuntimeHTTP {
+		msg = fmt.Sprintf("the server did not listen on $PORT within %s", iv.cfg.InitTimeout)
+	}
+	in.sink.platform("", "INIT_REPORT Status: timeout "+msg)
+	return &startError{errType: "Sandbox.Timedout", payload: fn.ErrorPayload("Sandbox.Timedout", msg)}
+}
+
+// spec builds the sandbox spec: argv, a scrubbed environment and limits.
+func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
+	c := t.cfg
+	spec := sandbox.Spec{
+		ID:       id,
+		CodeDir:  codeDir,
+		Dir:      "/var/task",
+		MemoryMB: c.MemoryMB,
+		PidsMax:  512,
+		CPUs:     cpusFor(c.MemoryMB),
+		TmpMB:    512,
+		Network:  c.Network,
+	}
+	env := []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"LANG=en_US.UTF-8",
+		"TZ=:UTC",
+		"HOME=/tmp",
+		"LAMBDA_TASK_ROOT=/var/task",
+		"LAMBDA_RUNTIME_DIR=/var/runtime",
+		"AWS_LAMBDA_FUNCTION_NAME=" + t.name,
+		"AWS_LAMBDA_FUNCTION_VERSION=" + t.version,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(c.MemoryMB),
+		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + t.name,
+		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[" + t.version + "]" + id,
+		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand",
+		"AWS_REGION=" + iv.cfg.Region,
+		"AWS_DEFAULT_REGION=" + iv.cfg.Region,
+		"ALOFT_FUNCTION=" + t.name,
+		"ALOFT_INSTANCE=" + id,
+	}
+	switch c.Runtime {
+	case fn.RuntimeLambda:
+		spec.Argv = []string{filepath.Join("/var/task", c.Handler)}
+		env = append(env, "_HANDLER="+c.Handler, "AWS_EXECUTION_ENV=AWS_Lambda_provided.al2023")
+		spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	case fn.RuntimeNode:
+		spec.Argv = []string{"/usr/bin/node", "/var/runtime/node/bootstrap.js"}
+		env = append(env, "_HANDLER="+c.Handler, "AWS_EXECUTION_ENV=AWS_Lambda_nodejs20.x", "NODE_PATH=/var/task/node_modules:/var/task")
+		spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	case fn.RuntimePython:
+		spec.Argv = []string{"/usr/bin/python3", "-u", "/var/runtime/python/bootstrap.py"}
+		env = append(env, "_HANDLER="+c.Handler, "AWS_EXECUTION_ENV=AWS_Lambda_python3.11", "PYTHONDONTWRITEBYTECODE=1")
+		spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	case fn.RuntimeHTTP:
+		spec.Argv = []string{filepath.Join("/var/task", c.Handler)}
+		env = append(env, "K_SERVICE="+t.name, "K_REVISION="+t.name+"-"+t.version)
+		spec.PortEnv = "PORT"
+	default:
+		return spec, fmt.Errorf("runtime %q has no instance protocol", c.Runtime)
+	}
+	if c.Runtime == fn.RuntimeNode || c.Runtime == fn.RuntimePython {
+		spec.Mounts = []sandbox.Mount{{Source: iv.runtimesDir, Target: "/var/runtime"}}
+	}
+	for _, k := range sortedEnvKeys(c.Env) {
+		env = append(env, k+"="+c.Env[k])
+	}
+	spec.Env = env
+	return spec, nil
+}
+
+// cpusFor gives CPU in proportion to memory, as Lambda does (1,769 MB = 1 vCPU),
+// never less than a quarter core.
+func cpusFor(memoryMB int) float64 {
+	c := float64(memoryMB) / 1769
+	if c < 0.25 {
+		c = 0.25
+	}
+	return c
+}
+
+// invokeEvent runs one event-style invocation on in.
+func (in *instance) invokeEvent(ctx context.Context, inv *fn.Invocation) (*fn.Result, error) {
+	if in.lambda != nil {
+		return in.lambda.Invoke(ctx, inv)
+	}
+	return in.proxy.Invoke(ctx, inv.Payload)
+}
+
+// serveHTTP proxies one request to an http-runtime instance.
+func (in *instance) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	in.proxy.ServeHTTP(w, r)
+}
