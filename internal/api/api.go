@@ -83,6 +83,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		"DELETE /v1/functions/{name}/aliases/{alias}": a.deleteAlias,
 		"POST /v1/functions/{name}/invoke":           a.invoke,
 		"GET /v1/functions/{name}/logs":              a.logs,
+		"GET /v1/functions/{name}/instances":         a.instances,
 	}
 	for pattern, fn := range h {
 		mux.Handle(pattern, a.wrap(fn))

@@ -124,3 +124,23 @@ func (a *API) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	return nil
 }
+
+// instances reports the live pools of a function: instances, busy slots,
+// waiting requests, and totals started and stopped.
+func (a *API) instances(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	if _, _, err := a.cfg.Store.GetFunction(r.Context(), tenant(r), name); err != nil {
+		return err
+	}
+	prefix := tenant(r) + "/" + name + "/"
+	out := map[string]any{}
+	for k, st := range a.cfg.Invoker.Stats() {
+		if v, ok := strings.CutPrefix(k, prefix); ok {
+			out[v] = st
+		}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"versions": out})
+}

@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPlatform deploys the examples and the probe function once and drives
+// them through every entry point. Subtests share the server because each
+// Go function build takes seconds.
+func TestPlatform(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+
+	out := s.mustCLI("deploy", abs(t, "../examples"))
+	for _, name := range []string{"hello-go", "hello-node", "hello-python", "hello-http"} {
+		if !strings.Contains(out, s.url+"/fn/"+name+"/") {
+			t.Fatalf("deploy output lacks the URL of %s:\n%s", name, out)
+		}
+	}
+	probeDir := t.TempDir()
+	writeManifest(t, probeDir, fmt.Sprintf(`functions:
+  - name: probe
+    runtime: lambda
+    source: %s
+    memory: 128
+    timeout: 2s
+    scale: {max: 6, idle: 1s}
+`, abs(t, "testdata/probe")))
+	s.mustCLI("deploy", probeDir)
+
+	t.Run("examples over the invoke API", func(t *testing.T) {
+		for _, name := range []string{"hello-go", "hello-node", "hello-python"} {
+			out := s.mustCLI("invoke", name, `{"k":"v"}`)
+			if !strings.Contains(out, `"echo"`) || !strings.Contains(out, `"k"`) {
+				t.Errorf("%s: invoke printed %q, want an echo of the payload", name, out)
+			}
+		}
+		resp, body := s.invoke("hello-http", map[string]string{"k": "v"}, "")
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `POST / body={"k":"v"}`) {
+			t.Errorf("hello-http invoke: %d %q", resp.StatusCode, body)
+		}
+		if resp.Header.Get("X-Aloft-Invocation-Id") == "" {
+			t.Error("invoke response has no X-Aloft-Invocation-Id")
+		}
+	})
+
+	t.Run("examples over HTTP", func(t *testing.T) {
+		cases := []struct{ path, want string }{
+			{"/fn/hello-go/?name=ada", "Hello, ada! (from Go"},
+			{"/hello/grace", "Hello, grace! (from Go"},
+			{"/fn/hello-node/?name=ada", "Hello, ada! (from Node"},
+			{"/fn/hello-python/?name=ada", "Hello, ada! (from Python"},
+			{"/fn/hello-http/some/path", "Hello from an http function: GET /some/path"},
+		}
+		for _, c := range cases {
+			resp, body := s.do("GET", c.path, nil, false)
+			if resp.StatusCode != 200 || !strings.Contains(string(body), c.want) {
+				t.Errorf("GET %s = %d %q, want 200 containing %q", c.path, resp.StatusCode, body, c.want)
+			}
+			if resp.Header.Get("X-Aloft-Invocation-Id") == "" {
+				t.Errorf("GET %s: no X-Aloft-Invocation-Id", c.path)
+			}
+		}
+		resp, body := s.do("GET", "/no/such/route", nil, false)
+		if resp.StatusCode != 404 || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("unknown route = %d %q, want a 404 JSON error", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("function error is 200 with the error header", func(t *testing.T) {
+		resp, body := s.invoke("probe", map[string]string{"op": "fail", "arg": "x"}, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "Unhandled" {
+			t.Fatalf("status %d, header %q", resp.StatusCode, resp.Header.Get("X-Aloft-Function-Error"))
+		}
+		var e struct{ ErrorMessage, ErrorType string }
+		if err := json.Unmarshal(body, &e); err != nil || e.ErrorMessage != "failed on purpose: x" {
+			t.Fatalf("error body = %s", body)
+		}
+	})
+
+	t.Run("log tail and logs", func(t *testing.T) {
+		resp, _ := s.invoke("probe", map[string]any{"op": "print", "n": 3}, "?log=tail")
+		id := resp.Header.Get("X-Aloft-Invocation-Id")
+		tailB, err := base64.StdEncoding.DecodeString(resp.Header.Get("X-Aloft-Log-Result"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tail := string(tailB)
+		for _, want := range []string{"line 0 of " + id, "line 2 of " + id, "START RequestId: " + id, "REPORT RequestId: " + id} {
+			if !strings.Contains(tail, want) {
+				t.Errorf("log tail lacks %q:\n%s", want, tail)
+			}
+		}
+		// The CLI shows the same lines from the log stream.
+		eventually(t, 10*time.Second, "lines in aloft logs", func() bool {
+			out, _, err := s.cli("logs", "probe", "--since", "5m")
+			return err == nil && strings.Contains(out, "line 2 of "+id)
+		})
+		out, errOut, err := s.cli("invoke", "probe", `{"op":"print","n":1}`, "--log")
+		if err != nil || !strings.Contains(errOut, "line 0 of") || !strings.Contains(out, "printed") {
+			t.Errorf("invoke --log: err %v, stdout %q, stderr %q", err, out, errOut)
+		}
+	})
+
+	t.Run("burst starts no more instances than requests", func(t *testing.T) {
+		eventually(t, 20*time.Second, "probe to scale to zero", func() bool {
+			return num(s.stats("probe"), "Instances") == 0
+		})
+		before := num(s.stats("probe"), "Started")
+		const n = 4
+		var wg sync.WaitGroup
+		errs := make(chan string, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, body := s.invoke("probe", map[string]any{"op": "sleep", "n": 300}, "")
+				if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "" {
+					errs <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error("burst request failed:", e)
+		}
+		started := num(s.stats("probe"), "Started") - before
+		if started < 1 || started > n {
+			t.Fatalf("a burst of %d started %d instances, want 1..%d", n, started, n)
+		}
+	})
+
+	t.Run("scale to zero after the keep-alive", func(t *testing.T) {
+		s.invoke("probe", map[string]string{"op": "echo"}, "")
+		if got := num(s.stats("probe"), "Instances"); got < 1 {
+			t.Fatalf("after an invoke: %d instances, want >= 1", got)
+		}
+		eventually(t, 20*time.Second, "idle instances to stop", func() bool {
+			return num(s.stats("probe"), "Instances") == 0
+		})
+	})
+
+	t.Run("timeout kills the instance and answers an error", func(t *testing.T) {
+		resp, body := s.invoke("probe", map[string]any{"op": "sleep", "n": 10000}, "")
+		if resp.Header.Get("X-Aloft-Function-Error") == "" || !strings.Contains(string(body), "Sandbox.Timedout") ||
+			!strings.Contains(string(body), "Task timed out after 2.00 seconds") {
+			t.Fatalf("timeout answer: %d %s", resp.StatusCode, body)
+		}
+		resp, body = s.invoke("probe", map[string]string{"op": "echo"}, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "" {
+			t.Fatalf("invoke after timeout: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("crash is reported and the instance replaced", func(t *testing.T) {
+		resp, body := s.invoke("probe", map[string]string{"op": "crash"}, "?log=tail")
+		if resp.Header.Get("X-Aloft-Function-Error") == "" || !strings.Contains(string(body), "Runtime.ExitError") ||
+			!strings.Contains(string(body), "exit status 3") {
+			t.Fatalf("crash answer: %d %s", resp.StatusCode, body)
+		}
+		tail, _ := base64.StdEncoding.DecodeString(resp.Header.Get("X-Aloft-Log-Result"))
+		if !strings.Contains(string(tail), "about to crash") {
+			t.Errorf("crash log tail lacks the function's last words:\n%s", tail)
+		}
+		resp, body = s.invoke("probe", map[string]string{"op": "echo"}, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "" {
+			t.Fatalf("invoke after crash: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("out of memory is reported", func(t *testing.T) {
+		if !sandboxed {
+			t.Skip("memory limits need the sandbox: " + sandboxWhy)
+		}
+		resp, body := s.invoke("probe", map[string]string{"op": "oom"}, "")
+		if resp.Header.Get("X-Aloft-Function-Error") == "" || !strings.Contains(string(body), "Runtime.OutOfMemory") {
+			t.Fatalf("oom answer: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("sandbox isolation", func(t *testing.T) {
+		if !sandboxed {
+			t.Skip("isolation needs the sandbox: " + sandboxWhy)
+		}
+		check := func(payload map[string]string, want func(map[string]any) bool, what string) {
+			t.Helper()
+			resp, body := s.invoke("probe", payload, "")
+			var got map[string]any
+			_ = json.Unmarshal(body, &got)
+			if resp.StatusCode != 200 || !want(got) {
+				t.Errorf("%s: %d %s", what, resp.StatusCode, body)
+			}
+		}
+		hasErr := func(m map[string]any) bool { e, _ := m["error"].(string); return e != "" }
+		check(map[string]string{"op": "read", "arg": "/etc/shadow"}, hasErr, "reading /etc/shadow must fail")
+		check(map[string]string{"op": "read", "arg": filepath.Join(data, "token")}, hasErr, "reading the data dir must fail")
+		check(map[string]string{"op": "write", "arg": "/var/task/x"}, hasErr, "writing the code dir must fail")
+		check(map[string]string{"op": "write", "arg": "/tmp/x"}, func(m map[string]any) bool { return !hasErr(m) }, "writing /tmp must work")
+		check(map[string]string{"op": "procs"}, func(m map[string]any) bool {
+			pids, _ := m["pids"].([]any)
+			return len(pids) > 0 && len(pids) < 5
+		}, "only the instance's own processes are visible")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		check(map[string]string{"op": "dial", "arg": ln.Addr().String()}, hasErr, "dialing a host loopback port must fail with network off")
+		check(map[string]string{"op": "env"}, func(m map[string]any) bool {
+			uid, _ := m["uid"].(float64)
+			env, _ := m["env"].([]any)
+			for _, e := range env {
+				if s, _ := e.(string); strings.HasPrefix(s, "ALOFT_TOKEN=") || strings.HasPrefix(s, "_LAMBDA_SERVER_PORT=") {
+					return false
+				}
+			}
+			return uid != 0 && len(env) > 0
+		}, "an unprivileged uid and a scrubbed environment")
+	})
+
+	t.Run("user mistakes are 4xx JSON and change nothing", func(t *testing.T) {
+		before := s.mustCLI("ls")
+		check := func(what string, resp *http.Response, body []byte, status int) {
+			t.Helper()
+			var e struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if resp.StatusCode != status || json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
+				t.Errorf("%s: got %d %s, want %d with a JSON error", what, resp.StatusCode, body, status)
+			}
+		}
+		resp, body := s.invoke("no-such-fn", map[string]string{}, "")
+		check("unknown function", resp, body, 404)
+		resp, body = s.invoke("Bad_Name", map[string]string{}, "")
+		check("bad name", resp, body, 400)
+		resp, body = s.do("POST", "/v1/functions/probe/invoke", bytes.NewReader(make([]byte, 7<<20)), true)
+		check("oversized payload", resp, body, 413)
+		resp, body = s.do("GET", "/v1/functions", nil, false)
+		check("missing token", resp, body, 401)
+		resp, body = s.do("PUT", "/v1/functions/newfn", strings.NewReader(`{"runtime":`), true, "Content-Type", "application/json")
+		check("malformed JSON", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda"}`, []byte("this is not an archive"))
+		check("bad archive", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda"}`, zipOf(t, map[string]string{"README": "no bootstrap here"}))
+		check("missing bootstrap", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"node","handler":"index.handler"}`, zipOf(t, map[string]string{"other.js": ""}))
+		check("missing node handler", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","memory":64}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))
+		check("memory out of range", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","routes":["GET /hello/{name}"]}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))
+		check("route taken by another function", resp, body, 409)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda"}`, zipSlip(t))
+		check("archive escaping its directory", resp, body, 400)
+		if after := s.mustCLI("ls"); after != before {
+			t.Errorf("rejected requests changed the function list:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
+	t.Run("versions and aliases", func(t *testing.T) {
+		s.mustCLI("publish", "hello-node")
+		s.mustCLI("alias", "set", "hello-node", "prod", "1")
+		resp, body := s.invoke("hello-node", map[string]string{"v": "1"}, "?qualifier=prod")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Executed-Version") != "1" {
+			t.Fatalf("invoke prod: %d %s version %q", resp.StatusCode, body, resp.Header.Get("X-Aloft-Executed-Version"))
+		}
+		if !strings.Contains(string(body), `"function":"hello-node"`) {
+			t.Fatalf("invoke prod body: %s", body)
+		}
+	})
+
+	t.Run("restart keeps functions", func(t *testing.T) {
+		s.stop()
+		s2 := startServer(t, data)
+		resp, body := s2.invoke("probe", map[string]string{"op": "echo"}, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "" {
+			t.Fatalf("invoke after restart: %d %s", resp.StatusCode, body)
+		}
+		resp, body = s2.do("GET", "/hello/again", nil, false)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello, again!") {
+			t.Fatalf("route after restart: %d %s", resp.StatusCode, body)
+		}
+		out := s2.mustCLI("invoke", "hello-node", "{}", "--qualifier", "prod")
+		if !strings.Contains(out, "hello-node") {
+			t.Fatalf("alias after restart: %s", out)
+		}
+	})
+}
+
+// deployRaw sends a multipart deploy with the given config and code bytes.
+func deployRaw(t *testing.T, s *server, name, config string, code []byte) (*http.Response, []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	cw, _ := mw.CreateFormField("config")
+	io.WriteString(cw, config)
+	fw, _ := mw.CreateFormFile("code", "code.zip")
+	fw.Write(code)
+	mw.Close()
+	return s.do("PUT", "/v1/functions/"+name, &buf, true, "Content-Type", mw.FormDataContentType())
+}
+
+func zipOf(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, content := range files {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, content)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zipSlip(t *testing.T) []byte {
+	return zipOf(t, map[string]string{"../../escaped": "x", "bootstrap": "#!/bin/sh"})
+}
