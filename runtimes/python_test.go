@@ -1,0 +1,130 @@
+package runtimes_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPythonEcho(t *testing.T) {
+	in := start(t, "python", "app.echo")
+	in.ready(t)
+	for _, p := range []string{`{"a":[1,2],"s":"é"}`, `"text"`, `null`, `42`} {
+		wantJSON(t, in.call(t, p), p)
+	}
+}
+
+func TestPythonErrorShape(t *testing.T) {
+	in := start(t, "python", "app.fail")
+	in.ready(t)
+	e := wantError(t, in.call(t, `{}`), "ValueError", "bad value")
+	if len(e.StackTrace) == 0 || !strings.Contains(e.StackTrace[len(e.StackTrace)-1], `app.py", line`) ||
+		!strings.Contains(e.StackTrace[len(e.StackTrace)-1], "in fail") {
+		t.Errorf("stackTrace = %q, want traceback.format_list lines ending in app.py's fail", e.StackTrace)
+	}
+	wantError(t, in.call(t, `{}`), "ValueError", "bad value") // still alive
+}
+
+func TestPythonContext(t *testing.T) {
+	in := start(t, "python", "app.info")
+	in.ready(t)
+	inv := newInvocation(`{}`)
+	inv.Deadline = time.UnixMilli(time.Now().Add(40 * time.Second).UnixMilli())
+	upper := time.Until(inv.Deadline).Milliseconds() + 1 // remaining can only shrink from here
+	inv.ClientContext = `{"client":{"app_title":"app"},"custom":{},"env":{}}`
+	res := in.invoke(t, inv)
+	var got struct {
+		RequestID       string  `json:"aws_request_id"`
+		FunctionName    string  `json:"function_name"`
+		FunctionVersion string  `json:"function_version"`
+		ARN             string  `json:"invoked_function_arn"`
+		Memory          string  `json:"memory_limit_in_mb"`
+		LogGroup        string  `json:"log_group_name"`
+		LogStream       string  `json:"log_stream_name"`
+		Remaining       int64   `json:"remaining"`
+		ClientApp       string  `json:"client_app"`
+		Identity        *string `json:"identity"`
+		Trace           string  `json:"trace"`
+	}
+	if err := json.Unmarshal(res.Payload, &got); err != nil {
+		t.Fatalf("%s: %v", res.Payload, err)
+	}
+	if got.RequestID != inv.ID || got.FunctionName != "testfn" || got.FunctionVersion != "3" ||
+		got.ARN != inv.ARN || got.Memory != "256" || got.LogGroup != "/aws/lambda/testfn" ||
+		got.LogStream != "2026/01/01/[3]abc" || got.ClientApp != "app" || got.Identity != nil ||
+		got.Trace != inv.TraceID {
+		t.Errorf("context = %+v, invocation %+v", got, inv)
+	}
+	if got.Remaining <= 0 || got.Remaining > upper {
+		t.Errorf("remaining = %d ms, want in (0, %d]", got.Remaining, upper)
+	}
+}
+
+func TestPythonResults(t *testing.T) {
+	tests := []struct {
+		handler, want, errType, errMsg string
+	}{
+		{handler: "pkg/app.handler", want: `{"nested":true,"event":{"n":1}}`},
+		{handler: "pkg.app.handler", want: `{"nested":true,"event":{"n":1}}`},
+		{handler: "app.decimals", want: `{"i":3,"f":1.5}`},
+		{handler: "app.unserialisable", errType: "Runtime.MarshalError",
+			errMsg: "Unable to marshal response: Object of type object is not JSON serializable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.handler, func(t *testing.T) {
+			in := start(t, "python", tc.handler)
+			in.ready(t)
+			for range 2 {
+				res := in.call(t, `{"n":1}`)
+				if tc.errType != "" {
+					wantError(t, res, tc.errType, tc.errMsg)
+				} else {
+					wantJSON(t, res, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestPythonOutputPerLine checks stdout is not held back in a buffer while
+// the process lives on.
+func TestPythonOutputPerLine(t *testing.T) {
+	in := start(t, "python", "app.printer")
+	in.ready(t)
+	wantJSON(t, in.call(t, `{}`), `"printed"`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !strings.Contains(in.out.String(), "hello from python\n") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("printed line not seen; output so far: %q", in.out.String())
+		case <-in.exited:
+			t.Fatal("process exited")
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func TestPythonInitErrors(t *testing.T) {
+	tests := []struct {
+		handler, errType, msg string
+	}{
+		{"missing.handler", "Runtime.ImportModuleError", "Unable to import module 'missing': No module named 'missing'"},
+		{"app.nope", "Runtime.HandlerNotFound", "Handler 'nope' missing on module 'app'"},
+		{"app.not_callable", "Runtime.HandlerNotFound", "Handler 'not_callable' on module 'app' is not callable"},
+		{"bad.handler", "RuntimeError", "load failed"},
+		{"nodot", "Runtime.MalformedHandlerName", "Bad handler 'nodot': not enough values to unpack"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.handler, func(t *testing.T) {
+			in := start(t, "python", tc.handler)
+			ie := in.initError(t)
+			e := decodeError(t, ie.Payload)
+			if ie.Type != tc.errType || e.Type != tc.errType || e.Message != tc.msg {
+				t.Errorf("init error %s %s, want %s: %s", ie.Type, ie.Payload, tc.errType, tc.msg)
+			}
+		})
+	}
+}

@@ -1,0 +1,2 @@
+const loadedAt = await Promise.resolve('top-level await');
+export const handler = async (event) => ({ esm: 'mjs', loadedAt, event });

@@ -1,0 +1,3 @@
+export async function handler(event) {
+  return { esm: 'package type module', event };
+}

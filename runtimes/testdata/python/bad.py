@@ -1,0 +1,5 @@
+raise RuntimeError("load failed")
+
+
+def handler(event, context):
+    return None
