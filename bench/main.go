@@ -1,0 +1,35 @@
+// Command bench measures Aloft against the physical floors of the machine
+// it runs on and prints one table: cold starts, warm invocations, warm
+// throughput, and the http runtime against the same server called directly.
+// Every floor is measured in the same run, so ratios are comparable across
+// noisy machines. Run it as root (the sandbox needs it):
+//
+//	go run ./bench
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"aloft/internal/sandbox"
+)
+
+func main() {
+	sandbox.MaybeRunInit()
+	var o options
+	flag.IntVar(&o.cold, "cold", 50, "cold starts measured for the Go row (node and python: half)")
+	flag.IntVar(&o.warm, "warm", 3000, "requests measured for each c=1 latency row")
+	flag.DurationVar(&o.duration, "duration", 0, "duration of each throughput row (default 3s)")
+	flag.BoolVar(&o.insecure, "insecure-no-sandbox", false, "run without the sandbox (figures are then not comparable)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, o, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,3 @@
+module example.com/httpecho
+
+go 1.22

@@ -1,0 +1,4 @@
+// Command noop exits at once: the fork+exec floor.
+package main
+
+func main() {}
