@@ -4,7 +4,10 @@ package apigw
 // already accepted, without decoding the values: a function's response can
 // be a large document, and only a few members matter.
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+)
 
 // skipSpace returns the index of the first non-whitespace byte at or after i.
 func skipSpace(b []byte, i int) int {
@@ -32,16 +35,40 @@ func objectFields(b []byte, i int, fn func(key string, value []byte)) {
 	}
 }
 
-// keyText returns the text of a quoted JSON key.
-func keyText(quoted []byte) string {
-	for _, c := range quoted {
-		if c == '\\' {
-			var s string
-			_ = json.Unmarshal(quoted, &s) // valid JSON: cannot fail
-			return s
+// arrayElems calls fn for each element of the array starting at b[i]
+// (which must be '[' in valid JSON).
+func arrayElems(b []byte, i int, fn func(elem []byte)) {
+	i = skipSpace(b, i+1)
+	for i < len(b) && b[i] != ']' {
+		end := skipValue(b, i)
+		fn(b[i:end])
+		i = skipSpace(b, end)
+		if i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
 		}
 	}
-	return string(quoted[1 : len(quoted)-1])
+}
+
+// keyText returns the text of a quoted JSON key.
+func keyText(quoted []byte) string { return stringText(quoted) }
+
+// stringText returns the text of a quoted JSON string from valid JSON.
+func stringText(quoted []byte) string {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return string(quoted[1 : len(quoted)-1])
+	}
+	return string(stringBytes(quoted))
+}
+
+// stringBytes returns the text of a quoted JSON string from valid JSON,
+// sharing quoted's memory when there is nothing to unescape.
+func stringBytes(quoted []byte) []byte {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return quoted[1 : len(quoted)-1]
+	}
+	var s string
+	_ = json.Unmarshal(quoted, &s) // valid JSON: cannot fail
+	return []byte(s)
 }
 
 // skipString returns the index just past the string starting at b[i].

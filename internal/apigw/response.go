@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 )
 
@@ -166,11 +164,7 @@ func (f *fields) decode() (*response, error) {
 	switch {
 	case f.body == nil || string(f.body) == "null":
 	case f.body[0] == '"':
-		var s string
-		if err := json.Unmarshal(f.body, &s); err != nil {
-			return nil, fmt.Errorf("body: %w", err)
-		}
-		resp.body = []byte(s)
+		resp.body = stringBytes(f.body)
 	default:
 		resp.body = f.body
 	}
@@ -211,41 +205,55 @@ var hopByHop = map[string]bool{
 	"Content-Length": true,
 }
 
+// decodeHeaders reads headers then multiValueHeaders into h, in document
+// order (a repeated name: the last wins, as with any JSON decoder).
 func decodeHeaders(single, multi []byte, h http.Header) error {
-	if len(single) > 0 && string(single) != "null" {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(single, &m); err != nil {
+	if present(single) {
+		if single[0] != '{' {
 			return errors.New("headers is not an object")
 		}
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			v, ok, err := scalarText(m[k])
-			if err != nil {
-				return fmt.Errorf("header %q: %w", k, err)
+		var err error
+		objectFields(single, 0, func(k string, raw []byte) {
+			v, ok, verr := scalarText(raw)
+			if verr != nil && err == nil {
+				err = fmt.Errorf("header %q: %w", k, verr)
 			}
 			if ok && validHeader(k, v) {
 				h.Set(k, v)
 			}
+		})
+		if err != nil {
+			return err
 		}
 	}
-	if len(multi) > 0 && string(multi) != "null" {
-		var m map[string][]json.RawMessage
-		if err := json.Unmarshal(multi, &m); err != nil {
-			return errors.New("multiValueHeaders is not an object of arrays")
+	if present(multi) {
+		if multi[0] != '{' {
+			return errors.New("multiValueHeaders is not an object")
 		}
-		for _, k := range slices.Sorted(maps.Keys(m)) {
+		var err error
+		objectFields(multi, 0, func(k string, raw []byte) {
+			if raw[0] != '[' {
+				if err == nil && present(raw) {
+					err = fmt.Errorf("multiValueHeaders %q is not an array", k)
+				}
+				return
+			}
 			var vs []string
-			for _, raw := range m[k] {
-				v, ok, err := scalarText(raw)
-				if err != nil {
-					return fmt.Errorf("header %q: %w", k, err)
+			arrayElems(raw, 0, func(elem []byte) {
+				v, ok, verr := scalarText(elem)
+				if verr != nil && err == nil {
+					err = fmt.Errorf("header %q: %w", k, verr)
 				}
 				if ok && validHeader(k, v) {
 					vs = append(vs, v)
 				}
-			}
+			})
 			if len(vs) > 0 {
 				h[http.CanonicalHeaderKey(k)] = vs
 			}
+		})
+		if err != nil {
+			return err
 		}
 	}
 	for k := range h {
@@ -257,37 +265,37 @@ func decodeHeaders(single, multi []byte, h http.Header) error {
 }
 
 func decodeCookies(raw []byte, resp *response) error {
-	if len(raw) == 0 || string(raw) == "null" {
+	if !present(raw) {
 		return nil
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(raw, &raws); err != nil {
+	if raw[0] != '[' {
 		return errors.New("cookies is not an array")
 	}
-	for _, r := range raws {
-		v, ok, err := scalarText(r)
-		if err != nil {
-			return fmt.Errorf("cookie: %w", err)
+	var err error
+	arrayElems(raw, 0, func(elem []byte) {
+		v, ok, verr := scalarText(elem)
+		if verr != nil && err == nil {
+			err = fmt.Errorf("cookie: %w", verr)
 		}
 		if ok && validHeader("Set-Cookie", v) {
 			resp.cookies = append(resp.cookies, v)
 		}
-	}
-	return nil
+	})
+	return err
 }
+
+// present reports whether a member was given and is not null.
+func present(raw []byte) bool { return len(raw) > 0 && string(raw) != "null" }
 
 // scalarText returns a JSON scalar as header text: a string's contents, a
 // number's or boolean's literal. ok is false for null. Objects and arrays
 // are an error.
-func scalarText(raw json.RawMessage) (text string, ok bool, err error) {
+func scalarText(raw []byte) (text string, ok bool, err error) {
 	switch {
 	case len(raw) == 0 || string(raw) == "null":
 		return "", false, nil
 	case raw[0] == '"':
-		if err := json.Unmarshal(raw, &text); err != nil {
-			return "", false, err
-		}
-		return text, true, nil
+		return stringText(raw), true, nil
 	case raw[0] == '{' || raw[0] == '[':
 		return "", false, errors.New("value is not a string")
 	default:
