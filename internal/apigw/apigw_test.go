@@ -402,6 +402,47 @@ func BenchmarkNewEvent(b *testing.B) {
 	}
 }
 
+// BenchmarkNewEventEncodingJSON is the alternative NewEvent's hand-written
+// encoder was chosen over: fill aws-lambda-go's struct, json.Marshal it.
+func BenchmarkNewEventEncodingJSON(b *testing.B) {
+	r := httptest.NewRequest("POST", "http://api.example.com/users/42?a=1&b=2&a=3", nil)
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("User-Agent", "bench/1.0")
+	r.Header.Set("Accept", "*/*")
+	r.Header.Set("Accept-Encoding", "gzip")
+	r.Header.Set("X-Request-Id", "abc")
+	r.Header.Set("Cookie", "a=1; b=2")
+	body := []byte(`{"name":"tea","qty":2,"notes":"a longer field to make the body realistic"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := events.APIGatewayV2HTTPRequest{
+			Version: "2.0", RouteKey: "POST /users/{id}", RawPath: r.URL.EscapedPath(), RawQueryString: r.URL.RawQuery,
+			Headers: map[string]string{}, QueryStringParameters: map[string]string{},
+			PathParameters: map[string]string{"id": "42"}, Body: string(body),
+		}
+		for k, vs := range r.Header {
+			if k == "Cookie" {
+				for _, v := range vs {
+					ev.Cookies = append(ev.Cookies, strings.Split(v, "; ")...)
+				}
+				continue
+			}
+			ev.Headers[strings.ToLower(k)] = strings.Join(vs, ",")
+		}
+		for k, vs := range r.URL.Query() {
+			ev.QueryStringParameters[k] = strings.Join(vs, ",")
+		}
+		ev.RequestContext = events.APIGatewayV2HTTPRequestContext{
+			RouteKey: ev.RouteKey, AccountID: "000000000000", Stage: "$default", RequestID: "inv", APIID: "aloft",
+			DomainName: r.Host, Time: fixedNow.Format(timeLayout), TimeEpoch: fixedNow.UnixMilli(),
+			HTTP: events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: r.Method, Path: ev.RawPath, Protocol: r.Proto, SourceIP: "192.0.2.1", UserAgent: r.UserAgent()},
+		}
+		if _, err := json.Marshal(&ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkWriteResponse(b *testing.B) {
 	cases := map[string][]byte{
 		"structured": []byte(`{"statusCode":200,"headers":{"content-type":"application/json","x-id":"1"},"cookies":["a=1"],"body":"{\"ok\":true,\"items\":[1,2,3]}"}`),

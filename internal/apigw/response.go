@@ -118,11 +118,7 @@ func decodeResponse(payload []byte) (*response, error) {
 	}
 	resp := &response{status: http.StatusOK, header: http.Header{"Content-Type": {"application/json"}}, body: payload}
 	if payload[i] == '"' {
-		var s string
-		if err := json.Unmarshal(payload, &s); err != nil {
-			return nil, err
-		}
-		resp.body = []byte(s)
+		resp.body = stringBytes(payload[i:skipString(payload, i)])
 	}
 	return resp, nil
 }
