@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,10 +18,10 @@ import (
 // consumer provides. It counts what is alive so tests can check the pool's
 // bounds from the outside.
 type fleet struct {
-	delay time.Duration          // how long Start takes
-	fail  func(n int64) error    // if set, start number n (from 1) fails with its error
-	mu    sync.Mutex
-	all   []*fake
+	delay                   time.Duration       // how long Start takes
+	fail                    func(n int64) error // if set, start number n (from 1) fails with its error
+	mu                      sync.Mutex
+	all                     []*fake
 	starts, alive, maxAlive atomic.Int64
 }
 
@@ -694,6 +695,74 @@ func TestArrivalHistogram(t *testing.T) {
 		want[1], want[5] = 2, 1
 		if got := p.Stats().Arrivals; got != want {
 			t.Errorf("arrivals = %v, want %v", got, want)
+		}
+	})
+}
+
+func TestDrainWhileStarting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fl := &fleet{delay: time.Second}
+		p := newTestPool(t, fl, Config{Max: 1})
+		ran := make(chan error, 1)
+		go func() { ran <- p.Run(context.Background()) }()
+
+		waiter := make(chan error, 1)
+		go func() {
+			_, err := p.Acquire(t.Context())
+			waiter <- err
+		}()
+		synctest.Wait()
+		if err := p.Drain(t.Context()); err != nil {
+			t.Errorf("Drain = %v", err)
+		}
+		if err := <-waiter; !errors.Is(err, ErrDraining) {
+			t.Errorf("waiting request got %v, want ErrDraining", err)
+		}
+		if err := <-ran; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		// The start finished during the drain and its instance was stopped
+		// without ever serving.
+		checkStats(t, p, func(s Stats) bool { return s.Started == 1 && s.Stopped == 1 && s.Instances == 0 })
+		if fl.alive.Load() != 0 {
+			t.Error("instance alive after drain")
+		}
+	})
+}
+
+func TestWaitersServedInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fl := &fleet{}
+		p := newTestPool(t, fl, Config{Max: 1})
+		stop := runPool(t, p, fl)
+		defer stop()
+
+		l, err := p.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var order []int
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				l, err := p.Acquire(t.Context())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+				l.Release()
+			})
+			synctest.Wait() // queued before the next one arrives
+		}
+		l.Release()
+		wg.Wait()
+		if !slices.Equal(order, []int{0, 1, 2, 3}) {
+			t.Errorf("served in order %v, want FIFO", order)
 		}
 	})
 }
