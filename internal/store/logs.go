@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,6 +27,11 @@ const (
 	// (or by a node whose clock runs ahead) is not missed; lines are then
 	// filtered on their own Time.
 	sinceSlack = 10 * time.Second
+	// consumerInactive is when the server removes a log reader's consumer
+	// that was not deleted (its node died mid-read).
+	consumerInactive = 30 * time.Second
+	// deleteTimeout bounds the deletion of a finished reader's consumer.
+	deleteTimeout = 5 * time.Second
 )
 
 // LogQuery selects log lines.
@@ -115,7 +121,11 @@ func (s *Store) ReadLogs(ctx context.Context, q LogQuery, each func(fn.LogLine) 
 		return fmt.Errorf("read logs: %w", err)
 	}
 	endSeq := info.State.LastSeq
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subject},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: consumerInactive,
+	}
 	if !q.Since.IsZero() {
 		start := q.Since.Add(-sinceSlack)
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
@@ -129,7 +139,10 @@ func (s *Store) ReadLogs(ctx context.Context, q LogQuery, each func(fn.LogLine) 
 	if err != nil {
 		return fmt.Errorf("read logs: %w", err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		s.deleteConsumer(ctx, cons)
+	}()
 	r := logReader{q: q, each: each, tail: newRing(q.Limit)}
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		// Nothing stored yet: every line from here on is new.
@@ -168,6 +181,20 @@ func (s *Store) ReadLogs(ctx context.Context, q LogQuery, each func(fn.LogLine) 
 				return err
 			}
 		}
+	}
+}
+
+// deleteConsumer removes a finished read's consumer at once rather than
+// leaving it to the server's inactivity threshold.
+func (s *Store) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	ci := cons.CachedInfo()
+	if ci == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+	defer cancel()
+	if err := s.js.DeleteConsumer(ctx, LogsStream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.Debug("delete log consumer", "consumer", ci.Name, "error", err)
 	}
 }
 

@@ -45,7 +45,7 @@ const (
 	closeFlushTimeout = 5 * time.Second
 	// logWindow is how many log publishes may await their ack at once;
 	// AppendLog drops (and counts) lines beyond it.
-	logWindow = 4096
+	logWindow = 16384
 	// logAckTimeout is how long a log publish waits for its ack before it
 	// counts as dropped.
 	logAckTimeout = 30 * time.Second

@@ -312,6 +312,7 @@ func TestCode(t *testing.T) {
 	rng := rand.NewChaCha8([32]byte{1})
 	_, _ = rng.Read(big)
 	wantSum := sha256.Sum256(big)
+	start := time.Now()
 	sha, size, err := s.PutCode(ctx, bytes.NewReader(big))
 	if err != nil {
 		t.Fatalf("put 20 MiB: %v", err)
@@ -319,10 +320,13 @@ func TestCode(t *testing.T) {
 	if sha != hex.EncodeToString(wantSum[:]) || size != int64(len(big)) {
 		t.Fatalf("put returned %s, %d; want %x, %d", sha, size, wantSum, len(big))
 	}
+	t.Logf("put 20 MiB: %s", time.Since(start))
+	start = time.Now()
 	var out bytes.Buffer
 	if err := s.GetCode(ctx, sha, &out); err != nil {
 		t.Fatalf("get 20 MiB: %v", err)
 	}
+	t.Logf("get 20 MiB: %s", time.Since(start))
 	if !bytes.Equal(out.Bytes(), big) {
 		t.Fatal("20 MiB object came back different")
 	}
@@ -481,11 +485,18 @@ func TestLogs(t *testing.T) {
 		})
 	}
 	wantStatus(t, s.ReadLogs(ctx, LogQuery{Tenant: "x.y"}, nil), http.StatusBadRequest)
+	info, err := s.logs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on the logs stream after the reads", info.State.Consumers)
+	}
 
 	// An error from each stops the read and comes back as it is.
 	stop := errors.New("enough")
 	n := 0
-	err := s.ReadLogs(ctx, LogQuery{Tenant: fn.DefaultTenant, Function: "a"}, func(fn.LogLine) error { n++; return stop })
+	err = s.ReadLogs(ctx, LogQuery{Tenant: fn.DefaultTenant, Function: "a"}, func(fn.LogLine) error { n++; return stop })
 	if err != stop || n != 1 {
 		t.Fatalf("read with a failing callback = %v after %d lines", err, n)
 	}
@@ -674,5 +685,59 @@ func TestUpdateHammer(t *testing.T) {
 	}
 	if want := rounds + workers*each; f.LatestPublished != want {
 		t.Fatalf("counter = %d, want %d", f.LatestPublished, want)
+	}
+}
+
+// BenchmarkAppendLog measures the cost AppendLog adds to the invoke path.
+func BenchmarkAppendLog(b *testing.B) {
+	s, err := Open(b.Context(), Config{DataDir: b.TempDir(), NodeID: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	l := fn.LogLine{Tenant: fn.DefaultTenant, Function: "bench", Version: "$LATEST", Stream: "stdout",
+		InvocationID: "8c6b1a52-3d5e-4d7e-9f7a-2f0f5b7f4a11", Text: strings.Repeat("x", 100)}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.AppendLog(l)
+	}
+	b.StopTimer()
+	if err := s.FlushLogs(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(s.LogsDropped())/float64(b.N), "dropped/op")
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestServerLogGoesToSlogAtDebug(t *testing.T) {
+	var debug, info lockedBuffer
+	openTest(t, t.TempDir(), func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&debug, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	openTest(t, t.TempDir(), func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&info, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	if !strings.Contains(debug.String(), `level=DEBUG msg="nats server" text="Starting nats-server"`) {
+		t.Fatalf("the server's start notice is not in the debug log:\n%s", debug.String())
+	}
+	if strings.Contains(info.String(), "nats server") {
+		t.Fatalf("server notices reached an info-level log:\n%s", info.String())
 	}
 }
