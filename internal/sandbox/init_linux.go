@@ -1,0 +1,280 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// initArg is the hidden argument that makes the re-executed binary the
+// sandbox init.
+const initArg = "__aloft_sandbox_init__"
+
+// File descriptors the executor hands the init.
+const (
+	specFD   = 3 // read: layout, then runSpec, as JSON
+	statusFD = 4 // write: an error message; closed on exec (EOF = started)
+)
+
+// runSpec is the second message on the spec pipe: what the instance runs.
+type runSpec struct {
+	ID      string
+	CodeDir string
+	Mounts  []Mount
+	Argv    []string
+	Env     []string
+	Dir     string
+	TmpMB   int
+}
+
+// MaybeRunInit runs the sandbox init if this process was started as one and
+// reports ok == true; the caller must then exit with code. It returns
+// (0, false) at once in any other process. On success the init execs the
+// function and never returns; code is nonzero after a failure, which has
+// already been reported to the executor.
+func MaybeRunInit() (code int, ok bool) {
+	if len(os.Args) != 2 || os.Args[1] != initArg {
+		return 0, false
+	}
+	runtime.LockOSThread() // pdeathsig and exec must happen on one thread
+	err := runInit()
+	status := os.NewFile(statusFD, "status")
+	_, _ = status.WriteString(err.Error())
+	return 127, true
+}
+
+func runInit() error {
+	specf := os.NewFile(specFD, "spec")
+	dec := json.NewDecoder(specf)
+	var l layout
+	if err := dec.Decode(&l); err != nil {
+		return fmt.Errorf("sandbox init: read layout: %w", err)
+	}
+	if err := mountBase(l); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	var s runSpec
+	if err := dec.Decode(&s); err != nil {
+		return fmt.Errorf("sandbox init: read spec: %w", err)
+	}
+	_ = specf.Close()
+	if err := mountTask(l.Root, s); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if err := enterRoot(l.Root); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if err := unix.Sethostname([]byte(s.ID)); err != nil {
+		return fmt.Errorf("sandbox init: set hostname: %w", err)
+	}
+	if err := os.Chdir(s.Dir); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	filter, err := seccompProgram()
+	if err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if err := dropPrivileges(); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	// Changing credentials cleared the parent-death signal: set it again.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("sandbox init: set pdeathsig: %w", err)
+	}
+	syscall.CloseOnExec(statusFD)
+	if err := loadSeccomp(filter); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	err = syscall.Exec(s.Argv[0], s.Argv, s.Env)
+	return fmt.Errorf("exec %s: %w", s.Argv[0], err)
+}
+
+const (
+	roFlags  = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV
+	tmpFlags = unix.MS_NOSUID | unix.MS_NODEV
+)
+
+// hostDevices are bound from the host's /dev.
+var hostDevices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountBase builds everything of the new root that does not depend on the
+// spec, under l.Root, including /proc (the kernel refuses a fresh proc
+// mount once the old root, with its fully visible /proc, is gone).
+func mountBase(l layout) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	root := l.Root
+	if err := unix.Mount("tmpfs", root, "tmpfs", tmpFlags, "size=1m,mode=0755"); err != nil {
+		return fmt.Errorf("mount root tmpfs: %w", err)
+	}
+	for _, e := range l.System {
+		if e.Link != "" {
+			if err := os.Symlink(e.Link, root+e.Path); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := bindRO(e.Path, root+e.Path, true); err != nil {
+			return err
+		}
+	}
+	if err := bindRO(l.Etc, root+"/etc", true); err != nil {
+		return err
+	}
+	for _, p := range l.EtcBind {
+		if err := bindRO(p, root+p, false); err != nil {
+			return err
+		}
+	}
+	if err := mountDev(root + "/dev"); err != nil {
+		return err
+	}
+	if err := os.Mkdir(root+"/proc", 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", root+"/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount proc: %w", err)
+	}
+	return os.Mkdir(root+"/tmp", 0o755)
+}
+
+func mountDev(dev string) error {
+	if err := os.Mkdir(dev, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, d := range hostDevices {
+		f, err := os.OpenFile(filepath.Join(dev, d), os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		_ = f.Close()
+		if err := unix.Mount("/dev/"+d, filepath.Join(dev, d), "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", d, err)
+		}
+	}
+	links := map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dev+"/shm", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", dev+"/shm", "tmpfs", tmpFlags, "mode=1777"); err != nil {
+		return fmt.Errorf("mount /dev/shm: %w", err)
+	}
+	if err := unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("remount /dev read-only: %w", err)
+	}
+	return nil
+}
+
+// bindRO bind-mounts src read-only, nosuid, nodev at dst, creating dst (a
+// directory or an empty file, like src) when mk is set.
+func bindRO(src, dst string, mk bool) error {
+	if mk {
+		fi, err := os.Stat(src)
+		if err != nil {
+			return err
+		}
+		if err := mkTarget(dst, fi.IsDir()); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
+	}
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | roFlags)
+	var st unix.Statfs_t
+	if err := unix.Statfs(dst, &st); err == nil && st.Flags&unix.ST_NOEXEC != 0 {
+		flags |= unix.MS_NOEXEC // a locked flag: keep it or the remount fails
+	}
+	if err := unix.Mount("", dst, "", flags, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", src, err)
+	}
+	return nil
+}
+
+func mkTarget(dst string, dir bool) error {
+	if dir {
+		return os.MkdirAll(dst, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// mountTask adds the code, the extra mounts and /tmp, then makes the root
+// read-only.
+func mountTask(root string, s runSpec) error {
+	if err := bindRO(s.CodeDir, root+taskDir, true); err != nil {
+		return err
+	}
+	for _, m := range s.Mounts {
+		if err := bindRO(m.Source, root+m.Target, true); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("tmpfs", root+"/tmp", "tmpfs", tmpFlags, fmt.Sprintf("size=%dm,mode=1777", s.TmpMB)); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
+	if err := unix.Mount("", root, "", unix.MS_REMOUNT|roFlags, ""); err != nil {
+		return fmt.Errorf("remount root read-only: %w", err)
+	}
+	return nil
+}
+
+// enterRoot makes root the process's / and detaches the old root.
+func enterRoot(root string) error {
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return os.Chdir("/")
+}
+
+// dropPrivileges empties the capability bounding set and becomes the
+// function's uid and gid with no supplementary groups; changing from uid 0
+// clears every capability.
+func dropPrivileges() error {
+	for c := 0; c <= 63; c++ {
+		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		if errors.Is(err, unix.EINVAL) {
+			break // past the last capability
+		}
+		if err != nil {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(sandboxUID, sandboxUID, sandboxUID); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if err := syscall.Setresuid(sandboxUID, sandboxUID, sandboxUID); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,373 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Instance is one running function instance. Its methods are safe for
+// concurrent use.
+type Instance struct {
+	e        *Executor
+	id       string
+	cmd      *exec.Cmd
+	cg       *cgroup // nil when Insecure
+	insecure bool
+	port     int // PortEnv port, 0 if unset
+	done     chan struct{}
+	exit     ExitStatus // set before done closes
+	peak     atomic.Int64
+
+	// parent ends of the pipes; specW and statusR are used only by Start
+	specW, statusR, outR, errR *os.File
+	copies                     sync.WaitGroup // output copiers
+
+	mu        sync.Mutex
+	proc      *os.Process
+	nsFD      int // the instance's netns, -1 when it shares the host's
+	ln        net.Listener
+	killed    bool
+	exited    bool
+	streaming bool
+}
+
+// ID returns the instance id.
+func (i *Instance) ID() string { return i.id }
+
+// Pid returns the host pid of the instance's first process (the
+// pid-namespace init, which is the function itself).
+func (i *Instance) Pid() int { return i.proc.Pid }
+
+// Listener returns the ListenEnv listener, nil if ListenEnv was unset. The
+// caller serves it; it is closed when the instance is done.
+func (i *Instance) Listener() net.Listener {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.ln
+}
+
+// Done is closed when the whole process tree has exited and cleanup is
+// finished.
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// Exit returns how the instance ended; valid after Done.
+func (i *Instance) Exit() ExitStatus {
+	<-i.done
+	return i.exit
+}
+
+// MemoryPeak returns the highest memory use of the instance's cgroup in
+// bytes, 0 if unknown (Insecure).
+func (i *Instance) MemoryPeak() int64 {
+	select {
+	case <-i.done:
+		return i.peak.Load()
+	default:
+	}
+	if i.cg == nil {
+		return 0
+	}
+	if p := i.cg.peak(); p > 0 {
+		return p
+	}
+	return i.peak.Load()
+}
+
+// Kill kills the whole process tree now. It is idempotent and returns
+// before the tree is gone: wait on Done.
+func (i *Instance) Kill() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.killed = true
+	if i.exited || i.proc == nil {
+		return // launch kills it once started
+	}
+	if i.cg != nil {
+		i.cg.kill()
+	}
+	if i.insecure {
+		_ = unix.Kill(-i.proc.Pid, unix.SIGKILL)
+	}
+	// os.Process signals through a pidfd: never a recycled pid. Killing
+	// the pid-namespace init kills everything else in the namespace.
+	_ = i.proc.Kill()
+}
+
+// Dial opens a TCP connection to the function's PortEnv port, made inside
+// the instance's network namespace when it has one. It fails with
+// "connection refused" until the function listens; callers poll.
+func (i *Instance) Dial(ctx context.Context) (net.Conn, error) {
+	if i.port == 0 {
+		return nil, fmt.Errorf("dial instance %s: no PortEnv was set", i.id)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(i.port))
+	var d net.Dialer
+	i.mu.Lock()
+	if i.exited {
+		i.mu.Unlock()
+		return nil, fmt.Errorf("dial instance %s: exited", i.id)
+	}
+	if i.nsFD < 0 {
+		i.mu.Unlock()
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial instance %s: %w", i.id, err)
+		}
+		return c, nil
+	}
+	fd, err := unix.Dup(i.nsFD)
+	i.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("dial instance %s: %w", i.id, err)
+	}
+	defer unix.Close(fd)
+	var c net.Conn
+	err = inNetns(fd, func() error {
+		var err error
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial instance %s: %w", i.id, err)
+	}
+	return c, nil
+}
+
+// rename gives a prepared sandbox its instance id.
+func (i *Instance) rename(id string) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exited {
+		return errors.New("prepared sandbox exited")
+	}
+	if err := i.cg.rename(id); err != nil {
+		return err
+	}
+	i.id = id
+	return nil
+}
+
+// run hands a prepared sandbox its spec and waits until the function was
+// exec'ed.
+func (i *Instance) run(ctx context.Context, spec Spec) error {
+	if err := i.cg.setLimits(spec); err != nil {
+		return err
+	}
+	add := map[string]string{}
+	i.mu.Lock()
+	private := i.nsFD >= 0
+	ln := i.ln
+	i.mu.Unlock()
+	switch {
+	case spec.ListenEnv != "" && private:
+		add[spec.ListenEnv] = listenAddr
+	case spec.ListenEnv != "":
+		hl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		i.setListener(hl)
+		add[spec.ListenEnv] = hl.Addr().String()
+	case ln != nil:
+		i.setListener(nil)
+		_ = ln.Close()
+	}
+	if spec.PortEnv != "" {
+		i.port = privatePort
+		if !private {
+			var err error
+			if i.port, err = freePort(); err != nil {
+				return err
+			}
+		}
+		add[spec.PortEnv] = strconv.Itoa(i.port)
+	}
+	if err := i.stream(spec); err != nil {
+		return err
+	}
+	rs := runSpec{ID: i.id, CodeDir: spec.CodeDir, Mounts: spec.Mounts, Argv: spec.Argv,
+		Env: buildEnv(spec.Env, add), Dir: spec.Dir, TmpMB: spec.TmpMB}
+	err := json.NewEncoder(i.specW).Encode(rs)
+	_ = i.specW.Close()
+	if err != nil {
+		return fmt.Errorf("send spec: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = i.statusR.SetReadDeadline(time.Unix(1, 0)) })
+	msg, err := io.ReadAll(i.statusR)
+	stop()
+	_ = i.statusR.Close()
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return fmt.Errorf("read sandbox status: %w", err)
+	case len(msg) > 0:
+		return errors.New(string(msg))
+	}
+	return nil
+}
+
+func (i *Instance) setListener(ln net.Listener) {
+	i.mu.Lock()
+	i.ln = ln
+	i.mu.Unlock()
+}
+
+// stream starts copying the function's output to the spec's writers.
+func (i *Instance) stream(spec Spec) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exited {
+		return errors.New("sandbox exited before start")
+	}
+	i.streaming = true
+	i.copies.Add(2)
+	go i.copyOut(spec.Stdout, i.outR)
+	go i.copyOut(spec.Stderr, i.errR)
+	return nil
+}
+
+func (i *Instance) copyOut(w io.Writer, r *os.File) {
+	defer i.copies.Done()
+	if _, err := io.Copy(w, r); err != nil {
+		_, _ = io.Copy(io.Discard, r) // keep draining: never block the function
+	}
+	_ = r.Close()
+}
+
+// reap waits for the process tree, records the exit status and cleans up.
+func (i *Instance) reap() {
+	defer i.e.forget(i)
+	_ = i.cmd.Wait()
+	if i.insecure {
+		_ = unix.Kill(-i.proc.Pid, unix.SIGKILL) // stragglers of the process group
+	}
+	i.mu.Lock()
+	i.exited = true
+	streaming := i.streaming
+	ln, nsFD := i.ln, i.nsFD
+	i.nsFD = -1
+	i.mu.Unlock()
+	if !streaming {
+		closeFiles(i.outR, i.errR)
+	}
+	i.copies.Wait()
+	closeFiles(i.specW)
+	if !streaming {
+		closeFiles(i.statusR)
+	}
+	if ln != nil {
+		_ = ln.Close()
+	}
+	if nsFD >= 0 {
+		_ = unix.Close(nsFD)
+	}
+	i.exit = exitStatus(i.cmd.ProcessState)
+	if i.cg != nil {
+		i.exit.OOMKilled = i.cg.oomKills() > 0
+		i.peak.Store(i.cg.peak())
+		if err := i.cg.remove(); err != nil {
+			i.e.log.Warn("remove instance cgroup", "instance", i.id, "error", err)
+		}
+	}
+	close(i.done)
+}
+
+func exitStatus(ps *os.ProcessState) ExitStatus {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case !ok:
+		return ExitStatus{Code: ps.ExitCode()}
+	case ws.Signaled():
+		return ExitStatus{Code: -1, Signal: unix.SignalName(ws.Signal())}
+	default:
+		return ExitStatus{Code: ws.ExitStatus()}
+	}
+}
+
+// startInsecure runs spec as a plain host process in its own process group.
+func (e *Executor) startInsecure(spec Spec) (*Instance, error) {
+	i := &Instance{e: e, id: spec.ID, insecure: true, nsFD: -1, done: make(chan struct{})}
+	add := map[string]string{}
+	if spec.ListenEnv != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("start %s: listen: %w", spec.ID, err)
+		}
+		i.ln = ln
+		add[spec.ListenEnv] = ln.Addr().String()
+	}
+	if spec.PortEnv != "" {
+		var err error
+		if i.port, err = freePort(); err != nil {
+			closeListener(i.ln)
+			return nil, fmt.Errorf("start %s: %w", spec.ID, err)
+		}
+		add[spec.PortEnv] = strconv.Itoa(i.port)
+	}
+	p, err := newPipes()
+	if err != nil {
+		closeListener(i.ln)
+		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
+	}
+	closeFiles(p.specR, p.specW, p.statusR, p.statusW)
+	i.outR, i.errR = p.outR, p.errR
+	argv := make([]string, len(spec.Argv))
+	for n, a := range spec.Argv {
+		argv[n] = hostPath(spec, a)
+	}
+	cmd := &exec.Cmd{
+		Path:        argv[0],
+		Args:        argv,
+		Env:         buildEnv(spec.Env, add),
+		Dir:         hostPath(spec, spec.Dir),
+		Stdout:      p.outW,
+		Stderr:      p.errW,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	if err := e.launch(i, cmd, p.outW, p.errW); err != nil {
+		closeListener(i.ln)
+		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
+	}
+	if err := i.stream(spec); err != nil {
+		i.Kill()
+		<-i.done
+		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
+	}
+	return i, nil
+}
+
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		_ = ln.Close()
+	}
+}
+
+// hostPath maps a path inside the sandbox (/var/task/..., a mount target)
+// to the host path it stands for, for Insecure mode.
+func hostPath(spec Spec, p string) string {
+	pairs := append([]Mount{{Source: spec.CodeDir, Target: taskDir}}, spec.Mounts...)
+	for _, m := range pairs {
+		if p == m.Target {
+			return m.Source
+		}
+		if rest, ok := strings.CutPrefix(p, m.Target+"/"); ok {
+			return m.Source + "/" + rest
+		}
+	}
+	return p
+}

@@ -1,0 +1,697 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	testDir string // world-searchable scratch dir for the whole run
+	codeDir string // holds the probe binary (testdata/probe)
+)
+
+func TestMain(m *testing.M) {
+	if code, ok := MaybeRunInit(); ok {
+		os.Exit(code)
+	}
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	var err error
+	if testDir, err = os.MkdirTemp("", "sandbox-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(testDir)
+	codeDir = filepath.Join(testDir, "code")
+	if err := os.Chmod(testDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(codeDir, "probe"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build probe: %v\n%s", err, out)
+		return 1
+	}
+	if err := os.Chmod(codeDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newExecutor returns a sandboxing executor, or skips with exactly what is
+// missing.
+func newExecutor(t testing.TB, cfg Config) *Executor {
+	t.Helper()
+	if !cfg.Insecure {
+		if err := Supported(); err != nil {
+			t.Skip(err.Error())
+		}
+	}
+	if cfg.StateDir == "" {
+		dir, err := os.MkdirTemp(testDir, "state-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.StateDir = dir
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return e
+}
+
+var idSeq struct {
+	sync.Mutex
+	n int
+}
+
+func probeSpec(args ...string) Spec {
+	idSeq.Lock()
+	idSeq.n++
+	n := idSeq.n
+	idSeq.Unlock()
+	return Spec{
+		ID:      fmt.Sprintf("test-%d", n),
+		CodeDir: codeDir,
+		Argv:    append([]string{"/var/task/probe"}, args...),
+		Env:     []string{"PATH=/usr/bin:/bin", "HOME=/tmp"},
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	exit           ExitStatus
+	inst           *Instance
+}
+
+// runOnce starts spec and waits until the instance is done.
+func runOnce(t *testing.T, e *Executor, spec Spec) result {
+	t.Helper()
+	var out, errOut syncBuffer
+	spec.Stdout, spec.Stderr = &out, &errOut
+	inst, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	waitDone(t, inst)
+	return result{out.String(), errOut.String(), inst.Exit(), inst}
+}
+
+func waitDone(t testing.TB, inst *Instance) {
+	t.Helper()
+	select {
+	case <-inst.Done():
+	case <-time.After(60 * time.Second):
+		inst.Kill()
+		t.Fatalf("instance %s did not finish within a minute", inst.ID())
+	}
+}
+
+// waitFor polls cond until it holds or a minute passed.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOutputAndExit(t *testing.T) {
+	e := newExecutor(t, Config{})
+	r := runOnce(t, e, probeSpec("echo", "hello", "sandbox"))
+	if r.stdout != "hello sandbox\n" || r.stderr != "to stderr\n" {
+		t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if r.exit != (ExitStatus{}) || r.exit.String() != "exit status 0" {
+		t.Errorf("exit = %+v (%s)", r.exit, r.exit)
+	}
+	r = runOnce(t, e, probeSpec("exit", "3"))
+	if r.exit.Code != 3 || r.exit.Signal != "" || r.exit.String() != "exit status 3" {
+		t.Errorf("exit = %+v (%s)", r.exit, r.exit)
+	}
+}
+
+func TestKilledBySignal(t *testing.T) {
+	e := newExecutor(t, Config{})
+	inst, err := e.Start(context.Background(), probeSpec("sleep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.Kill()
+	inst.Kill()
+	waitDone(t, inst)
+	if got := inst.Exit(); got.Signal != "SIGKILL" || got.OOMKilled || got.String() != "killed by SIGKILL" {
+		t.Errorf("exit = %+v (%s)", got, got)
+	}
+	inst.Kill() // after exit: still harmless
+}
+
+func TestStartErrors(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec()
+	spec.Argv = []string{"/var/task/missing"}
+	if _, err := e.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "exec /var/task/missing") {
+		t.Errorf("missing program: err = %v", err)
+	}
+	bad := Spec{ID: "a/b", Argv: []string{"rel"}, MemoryMB: -1}
+	_, err := e.Start(context.Background(), bad)
+	for _, want := range []string{"id", "code dir", "argv", "limits"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("invalid spec: err = %v, want it to mention %s", err, want)
+		}
+	}
+	hidden := filepath.Join(t.TempDir(), "code")
+	if err := os.Mkdir(hidden, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec = probeSpec("echo")
+	spec.CodeDir = hidden
+	if _, err := e.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "not searchable") {
+		t.Errorf("unreachable code dir: err = %v", err)
+	}
+}
+
+func TestIdentityAndPrivileges(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec("self")
+	r := runOnce(t, e, spec)
+	if r.exit.Code != 0 {
+		t.Fatalf("exit %s: %s", r.exit, r.stderr)
+	}
+	for _, want := range []string{
+		"uid=1000 gid=1000 groups=[] hostname=" + spec.ID + " pid=1\n",
+		"CapInh: 0000000000000000", "CapPrm: 0000000000000000", "CapEff: 0000000000000000",
+		"CapBnd: 0000000000000000", "CapAmb: 0000000000000000",
+		"NoNewPrivs: 1", "Seccomp: 2",
+		"pids 1\n", // only its own tree: itself
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("missing %q in:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestEnvironmentScrubbed(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec("env")
+	spec.Env = []string{"A=1", "PORT=stale"}
+	spec.PortEnv = "PORT"
+	spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	r := runOnce(t, e, spec)
+	want := "A=1\nAWS_LAMBDA_RUNTIME_API=127.0.0.1:9001\nPORT=8080\n"
+	if r.stdout != want {
+		t.Errorf("env:\n%s\nwant:\n%s", r.stdout, want)
+	}
+}
+
+func TestFileSystem(t *testing.T) {
+	e := newExecutor(t, Config{})
+	secretDir, err := os.MkdirTemp(testDir, "data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secretDir, "secret"), []byte("s3cret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args     []string
+		wantCode int
+		want     string // in stdout+stderr
+	}{
+		{[]string{"cat", "/etc/shadow"}, 1, "no such file"},
+		{[]string{"cat", "/etc/passwd"}, 0, "sbx_user:x:1000:1000"},
+		{[]string{"cat", filepath.Join(secretDir, "secret")}, 1, "no such file"},
+		{[]string{"ls", testDir}, 1, "no such file"},
+		{[]string{"ls", "/root"}, 1, "no such file"},
+		{[]string{"ls", "/home"}, 1, "no such file"},
+		{[]string{"ls", "/var/task"}, 0, "probe"},
+		{[]string{"write", "/var/task/x"}, 1, "read-only file system"},
+		{[]string{"write", "/x"}, 1, "read-only file system"},
+		{[]string{"write", "/usr/x"}, 1, "read-only file system"},
+		{[]string{"write", "/etc/x"}, 1, "read-only file system"},
+		{[]string{"write", "/dev/x"}, 1, "read-only file system"},
+		{[]string{"write", "/tmp/x"}, 0, ""},
+		{[]string{"write", "/dev/shm/x"}, 0, ""},
+		{[]string{"write", "/dev/null"}, 0, ""},
+		{[]string{"cat", "/etc/resolv.conf"}, 0, ""},
+		{[]string{"ls", "/etc/ssl/certs"}, 0, ".pem"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {
+			r := runOnce(t, e, probeSpec(c.args...))
+			if r.exit.Code != c.wantCode || !strings.Contains(r.stdout+r.stderr, c.want) {
+				t.Errorf("%s; stdout %q stderr %q; want code %d and %q", r.exit, r.stdout, r.stderr, c.wantCode, c.want)
+			}
+		})
+	}
+}
+
+func TestTmpCapped(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec("fill", "/tmp/big")
+	spec.TmpMB = 8
+	r := runOnce(t, e, spec)
+	if r.exit.Code != 0 || !strings.Contains(r.stdout, "wrote 8 MiB: write /tmp/big: no space left on device") {
+		t.Errorf("%s: stdout %q stderr %q", r.exit, r.stdout, r.stderr)
+	}
+}
+
+func TestSeccompAndPrivilegeRefusals(t *testing.T) {
+	e := newExecutor(t, Config{})
+	r := runOnce(t, e, probeSpec("syscalls"))
+	for _, want := range []string{
+		"unshare-user: operation not permitted",
+		"mount: operation not permitted",
+		"ptrace: operation not permitted",
+		"clone-newuser: operation not permitted",
+		"clone3: function not implemented",
+		"sethostname: operation not permitted",
+		"setuid0: operation not permitted",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("missing %q in:\n%s%s", want, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestSeccompProgramAssembles(t *testing.T) {
+	raw, err := seccompProgram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) < len(deniedSyscalls) {
+		t.Errorf("filter has %d instructions for %d denied syscalls", len(raw), len(deniedSyscalls))
+	}
+}
+
+func TestNetworkIsolation(t *testing.T) {
+	e := newExecutor(t, Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	spec := probeSpec("connect", ln.Addr().String())
+	r := runOnce(t, e, spec)
+	if r.exit.Code != 1 || !strings.Contains(r.stderr, "connection refused") {
+		t.Errorf("private netns reached the host: %s, %q %q", r.exit, r.stdout, r.stderr)
+	}
+	spec = probeSpec("connect", ln.Addr().String())
+	spec.Network = true
+	r = runOnce(t, e, spec)
+	if r.exit.Code != 0 || r.stdout != "connected\n" {
+		t.Errorf("Network=true could not reach the host: %s, %q %q", r.exit, r.stdout, r.stderr)
+	}
+}
+
+func TestMemoryLimitOOM(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec("alloc", "200")
+	spec.MemoryMB = 64
+	r := runOnce(t, e, spec)
+	if !r.exit.OOMKilled || r.exit.Signal != "SIGKILL" || r.exit.String() != "killed by SIGKILL (out of memory)" {
+		t.Errorf("exit %+v (%s), stdout %q", r.exit, r.exit, r.stdout)
+	}
+	if p := r.inst.MemoryPeak(); p < 32<<20 || p > 64<<20 {
+		t.Errorf("memory peak %d, want between 32 MiB and the 64 MiB limit", p)
+	}
+	spec = probeSpec("alloc", "16")
+	spec.MemoryMB = 64
+	r = runOnce(t, e, spec)
+	if r.exit != (ExitStatus{}) || r.inst.MemoryPeak() < 16<<20 {
+		t.Errorf("within limit: exit %s, peak %d", r.exit, r.inst.MemoryPeak())
+	}
+}
+
+func TestPidsLimit(t *testing.T) {
+	e := newExecutor(t, Config{})
+	spec := probeSpec("spawn")
+	spec.PidsMax = 40
+	r := runOnce(t, e, spec)
+	if r.exit.Code != 0 || !strings.Contains(r.stdout, "resource temporarily unavailable") {
+		t.Errorf("%s: stdout %q stderr %q", r.exit, r.stdout, r.stderr)
+	}
+}
+
+// pidsInNamespaceOf lists host pids sharing the pid namespace whose inode
+// is ns.
+func pidsInNamespace(t testing.TB, ns string) []string {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+func TestKillKillsTree(t *testing.T) {
+	e := newExecutor(t, Config{})
+	var out syncBuffer
+	spec := probeSpec("tree")
+	spec.Stdout = &out
+	inst, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "tree ready", func() bool { return strings.Contains(out.String(), "tree ready") })
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", inst.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids := pidsInNamespace(t, ns); len(pids) != 2 {
+		t.Fatalf("pids in the instance's namespace: %v, want the probe and its detached grandchild", pids)
+	}
+	inst.Kill()
+	waitDone(t, inst)
+	if pids := pidsInNamespace(t, ns); len(pids) != 0 {
+		t.Errorf("survivors after Kill: %v", pids)
+	}
+}
+
+func TestCloseKillsEverything(t *testing.T) {
+	e := newExecutor(t, Config{Prewarm: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	var insts []*Instance
+	for range 3 {
+		inst, err := e.Start(context.Background(), probeSpec("sleep"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		insts = append(insts, inst)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range insts {
+		select {
+		case <-inst.Done():
+		default:
+			t.Errorf("instance %s not done after Close", inst.ID())
+		}
+	}
+	if err := <-runDone; err != nil {
+		t.Errorf("run: %v", err)
+	}
+	cancel()
+	if _, err := e.Start(context.Background(), probeSpec("echo")); err == nil {
+		t.Error("Start after Close succeeded")
+	}
+	for key, dir := range e.cg.parents {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s %s left behind: %v", key, dir, err)
+		}
+	}
+}
+
+// lambdaServer answers the runtime API's "next" with a fixed event.
+func lambdaServer(t testing.TB, ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/2018-06-01/runtime/invocation/next" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, `{"hello":"world"}`)
+	})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+}
+
+func TestListener(t *testing.T) {
+	for _, network := range []bool{false, true} {
+		t.Run(fmt.Sprintf("network=%v", network), func(t *testing.T) {
+			e := newExecutor(t, Config{})
+			spec := probeSpec("runtimeapi")
+			spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+			spec.Network = network
+			var out syncBuffer
+			spec.Stdout = &out
+			inst, err := e.Start(context.Background(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lambdaServer(t, inst.Listener())
+			waitDone(t, inst)
+			if got := out.String(); got != "event: {\"hello\":\"world\"}\n" || inst.Exit().Code != 0 {
+				t.Errorf("%s: output %q", inst.Exit(), got)
+			}
+		})
+	}
+}
+
+func TestDial(t *testing.T) {
+	for _, network := range []bool{false, true} {
+		t.Run(fmt.Sprintf("network=%v", network), func(t *testing.T) {
+			e := newExecutor(t, Config{})
+			spec := probeSpec("serve")
+			spec.PortEnv = "PORT"
+			spec.Network = network
+			inst, err := e.Start(context.Background(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				inst.Kill()
+				waitDone(t, inst)
+			}()
+			body := httpViaDial(t, inst)
+			if body != "hello from "+spec.ID {
+				t.Errorf("body %q", body)
+			}
+		})
+	}
+}
+
+// httpViaDial GETs / from the instance through Dial, polling until it
+// listens.
+func httpViaDial(t testing.TB, inst *Instance) string {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return inst.Dial(ctx) },
+	}}
+	defer client.CloseIdleConnections()
+	var body string
+	waitFor(t, "the instance to serve", func() bool {
+		resp, err := client.Get("http://instance/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return true
+	})
+	return body
+}
+
+func TestInterpreters(t *testing.T) {
+	e := newExecutor(t, Config{})
+	cases := []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"/usr/bin/node", "-e", "console.log('node', process.getuid(), require('os').hostname().length > 0)"}, "node 1000 true\n"},
+		{[]string{"/usr/bin/python3", "-c", "import os, ssl, json; print('python', os.getuid(), ssl.OPENSSL_VERSION[:7])"}, "python 1000 OpenSSL\n"},
+		{[]string{"/bin/sh", "-c", "echo sh $(id -u)"}, "sh 1000\n"},
+	}
+	for _, c := range cases {
+		t.Run(filepath.Base(c.argv[0]), func(t *testing.T) {
+			if _, err := os.Stat(c.argv[0]); err != nil {
+				t.Skipf("%s not installed", c.argv[0])
+			}
+			spec := probeSpec()
+			spec.Argv = c.argv
+			r := runOnce(t, e, spec)
+			if r.exit.Code != 0 || r.stdout != c.want {
+				t.Errorf("%s: stdout %q stderr %q, want %q", r.exit, r.stdout, r.stderr, c.want)
+			}
+		})
+	}
+}
+
+func TestPrewarm(t *testing.T) {
+	e := newExecutor(t, Config{Prewarm: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	waitFor(t, "two prepared sandboxes", func() bool { return len(e.warm) == 2 })
+	spec := probeSpec("self")
+	r := runOnce(t, e, spec)
+	if r.exit.Code != 0 || !strings.Contains(r.stdout, "hostname="+spec.ID) || !strings.Contains(r.stdout, "uid=1000") {
+		t.Errorf("prewarmed: %s: %q %q", r.exit, r.stdout, r.stderr)
+	}
+	waitFor(t, "the pool to refill", func() bool { return len(e.warm) == 2 })
+	// A prepared sandbox also serves the runtime API listener and limits.
+	spec = probeSpec("runtimeapi")
+	spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	spec.MemoryMB = 64
+	var out syncBuffer
+	spec.Stdout = &out
+	inst, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lambdaServer(t, inst.Listener())
+	waitDone(t, inst)
+	if got := out.String(); got != "event: {\"hello\":\"world\"}\n" {
+		t.Errorf("prewarmed runtime api: %s %q", inst.Exit(), got)
+	}
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Errorf("run: %v", err)
+	}
+	if n := len(e.warm); n != 0 {
+		t.Errorf("%d prepared sandboxes left after Run returned", n)
+	}
+}
+
+func TestInsecure(t *testing.T) {
+	e := newExecutor(t, Config{Insecure: true})
+	spec := probeSpec("env")
+	spec.Env = []string{"A=1"}
+	spec.PortEnv = "PORT"
+	r := runOnce(t, e, spec)
+	if !strings.HasPrefix(r.stdout, "A=1\nPORT=") || strings.Count(r.stdout, "\n") != 2 {
+		t.Errorf("insecure env: %q", r.stdout)
+	}
+	r = runOnce(t, e, probeSpec("exit", "4"))
+	if r.exit.Code != 4 {
+		t.Errorf("insecure exit: %s", r.exit)
+	}
+	spec = probeSpec("serve")
+	spec.PortEnv = "PORT"
+	inst, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := httpViaDial(t, inst); !strings.HasPrefix(body, "hello from ") {
+		t.Errorf("insecure dial: %q", body)
+	}
+	inst.Kill()
+	waitDone(t, inst)
+	if inst.Exit().Signal != "SIGKILL" {
+		t.Errorf("insecure kill: %s", inst.Exit())
+	}
+	spec = probeSpec("runtimeapi")
+	spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
+	var out syncBuffer
+	spec.Stdout = &out
+	inst, err = e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lambdaServer(t, inst.Listener())
+	waitDone(t, inst)
+	if out.String() != "event: {\"hello\":\"world\"}\n" {
+		t.Errorf("insecure runtime api: %s %q", inst.Exit(), out.String())
+	}
+}
+
+func TestHammer(t *testing.T) {
+	e := newExecutor(t, Config{Prewarm: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runDone
+	}()
+	const n = 20
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for k := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			spec := probeSpec("echo", fmt.Sprint(k))
+			spec.Network = k%3 == 0
+			spec.MemoryMB = 128
+			var out syncBuffer
+			spec.Stdout = &out
+			inst, err := e.Start(context.Background(), spec)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if k%4 == 0 {
+				inst.Kill()
+			}
+			<-inst.Done()
+			if k%4 != 0 && (out.String() != fmt.Sprintf("%d\n", k) || inst.Exit().Code != 0) {
+				errs <- fmt.Errorf("instance %d: %s, output %q", k, inst.Exit(), out.String())
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
