@@ -126,3 +126,33 @@ func TestNodeInitErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestNodeResponseStreaming(t *testing.T) {
+	tests := []struct {
+		handler, want, contentType string
+		fnErr                      bool
+	}{
+		{handler: "stream.chunks", want: "one,two", contentType: "text/plain"},
+		{handler: "stream.http", want: `{"statusCode":201,"headers":{"x-a":"b"}}` + strings.Repeat("\x00", 8) + "body",
+			contentType: "application/vnd.awslambda.http-integration-response"},
+		{handler: "stream.failMidway", want: `"errorType":"Error","errorMessage":"stream broke"`, fnErr: true,
+			contentType: "application/json"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.handler, func(t *testing.T) {
+			in := start(t, "node", tc.handler)
+			in.ready(t)
+			for range 2 {
+				res := in.call(t, `{}`)
+				ok := string(res.Payload) == tc.want
+				if tc.fnErr {
+					ok = strings.Contains(string(res.Payload), tc.want)
+				}
+				if !ok || res.FunctionError != tc.fnErr || res.ContentType != tc.contentType {
+					t.Errorf("result %q (function error %v, %q), want %q (%v, %q)",
+						res.Payload, res.FunctionError, res.ContentType, tc.want, tc.fnErr, tc.contentType)
+				}
+			}
+		})
+	}
+}

@@ -6,12 +6,15 @@
 // "index.handler" or "src/app.handler"; the function may be a dotted path
 // into the module's exports). Files ending in .js or .cjs load with
 // require, .mjs and .js under a package.json with "type":"module" with
-// import(). No dependencies beyond Node's standard library.
+// import(). Handler styles: async (promise), callback, context.succeed/
+// fail/done, and awslambda.streamifyResponse (response streaming). No
+// dependencies beyond Node's standard library.
 'use strict';
 
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
+const { Writable } = require('stream');
 const { pathToFileURL } = require('url');
 
 const env = process.env;
@@ -21,6 +24,25 @@ const apiHost = colon > 0 ? api.slice(0, colon) : api;
 const apiPort = colon > 0 ? Number(api.slice(colon + 1)) : 80;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 const taskRoot = env.LAMBDA_TASK_ROOT || process.cwd();
+
+// The awslambda global of Lambda's Node runtime, for response streaming:
+// awslambda.streamifyResponse(async (event, responseStream, context) => …)
+// and awslambda.HttpResponseStream.from(responseStream, {statusCode, headers}).
+const streaming = Symbol.for('aws.lambda.runtime.handler.streaming');
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[streaming] = 'response';
+    return handler;
+  },
+  HttpResponseStream: {
+    from(stream, prelude) {
+      stream.setContentType('application/vnd.awslambda.http-integration-response');
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8)); // 8 NUL bytes end the prelude
+      return stream;
+    },
+  },
+};
 
 // request performs one Runtime API call and resolves to
 // {status, headers, body (Buffer)}.
@@ -263,6 +285,72 @@ function runHandler(handler, event, context, id) {
   });
 }
 
+// runStreaming calls a streamifyResponse handler with a writable stream
+// whose chunks go to the Runtime API as they come, in a chunked POST with
+// Lambda-Runtime-Function-Response-Mode: streaming. A failure after the
+// stream started is sent in the error trailers. Resolves to the POST status.
+function runStreaming(handler, event, context, id) {
+  const req = http.request({
+    host: apiHost, port: apiPort, method: 'POST', agent,
+    path: `/2018-06-01/runtime/invocation/${id}/response`,
+    headers: {
+      'Lambda-Runtime-Function-Response-Mode': 'streaming',
+      'Transfer-Encoding': 'chunked',
+      Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+    },
+  });
+  const posted = new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+  });
+  let contentType = 'application/octet-stream';
+  const start = () => {
+    if (!req.headersSent && !req.getHeader('Content-Type')) req.setHeader('Content-Type', contentType);
+  };
+  const stream = new Writable({
+    write(chunk, encoding, cb) {
+      start();
+      req.write(chunk, cb);
+    },
+  });
+  stream.setContentType = (t) => { contentType = t; };
+  const finished = new Promise((resolve) => stream.on('finish', resolve));
+  let ended = false;
+  const end = (err) => {
+    if (ended) return;
+    ended = true;
+    start();
+    if (err !== undefined) {
+      const errObj = errorObject(err);
+      console.error(`${errObj.errorType}: ${errObj.errorMessage}`);
+      req.addTrailers({
+        'Lambda-Runtime-Function-Error-Type': errObj.errorType,
+        'Lambda-Runtime-Function-Error-Body': Buffer.from(stringify(errObj)).toString('base64'),
+      });
+    }
+    req.end();
+  };
+  current = { id, settle: () => end() };
+  let ret;
+  try {
+    ret = Promise.resolve(handler(event, stream, context));
+  } catch (err) {
+    ret = Promise.reject(err);
+  }
+  // The response is complete when the handler has ended the stream and its
+  // promise has resolved; a rejection ends it with the error trailers.
+  return Promise.all([ret, Promise.race([finished, ret.then(() => stream.end())])]).then(
+    () => finished.then(() => end()),
+    (err) => end(err === undefined ? 'undefined' : err),
+  ).then(() => {
+    current = null;
+    return posted;
+  });
+}
+
 function makeContext(h, deadline) {
   return {
     callbackWaitsForEmptyEventLoop: true,
@@ -311,6 +399,11 @@ async function main() {
       continue;
     }
     const context = makeContext(h, Number(h['lambda-runtime-deadline-ms']));
+    if (handler[streaming]) {
+      const status = await runStreaming(handler, event, context, id);
+      if (status !== 202) console.error(`aloft bootstrap: POST streamed response: status ${status}`);
+      continue;
+    }
     const outcome = await runHandler(handler, event, context, id);
     if ('err' in outcome) {
       const errObj = errorObject(outcome.err);
