@@ -97,6 +97,9 @@ func (c *Client) Deploy(ctx context.Context, cfg fn.Config, code io.Reader) (f *
 	if cfg.Name == "" {
 		return nil, false, errors.New("deploy: function name is empty")
 	}
+	if code == nil {
+		return nil, false, fmt.Errorf("deploy %s: no code given", cfg.Name)
+	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, false, fmt.Errorf("deploy %s: encode config: %w", cfg.Name, err)

@@ -382,6 +382,9 @@ func TestDeployAndConfig(t *testing.T) {
 	if _, _, err := c.Deploy(ctx, fn.Config{}, bytes.NewReader(zip)); err == nil {
 		t.Error("Deploy without a name: got no error")
 	}
+	if _, _, err := c.Deploy(ctx, cfg, nil); err == nil {
+		t.Error("Deploy without code: got no error")
+	}
 }
 
 // gatedReader yields first, then blocks until gate is closed, then yields rest.
