@@ -51,12 +51,13 @@ type LogQuery struct {
 }
 
 // AppendLog queues a log line for the logs stream and returns at once: it
-// never waits for NATS. A line is dropped, and counted in LogsDropped, when
-// too many publishes await their ack, when the tenant or function cannot be
-// a subject token, or when the publish fails later. A zero Time is set to
-// now; text over 32 KiB is cut.
+// never waits for NATS, whose publishes happen on the store's own
+// goroutine. A line is dropped, and counted in LogsDropped, when the queue is
+// full (16384 lines or 16 MiB of text), when the tenant or function cannot
+// be a subject token, after Close, or when its publish fails later. A zero
+// Time is set to now; text over 32 KiB is cut.
 func (s *Store) AppendLog(l fn.LogLine) {
-	if !subjectToken(l.Tenant) || !subjectToken(l.Function) {
+	if s.logsClosed.Load() || !subjectToken(l.Tenant) || !subjectToken(l.Function) {
 		s.logsDropped.Add(1)
 		return
 	}
@@ -66,19 +67,65 @@ func (s *Store) AppendLog(l fn.LogLine) {
 	if len(l.Text) > maxLogText {
 		l.Text = strings.ToValidUTF8(l.Text[:maxLogText], "")
 	}
-	if s.logJS.PublishAsyncPending() >= logWindow {
+	size := int64(len(l.Text))
+	if s.logQueued.Add(size) > logQueueBytes {
+		s.logQueued.Add(-size)
 		s.logsDropped.Add(1)
 		return
 	}
-	b, err := json.Marshal(l)
+	select {
+	case s.logQueue <- logItem{line: l}:
+	default:
+		s.logQueued.Add(-size)
+		s.logsDropped.Add(1)
+	}
+}
+
+// logItem is a queued line, or (flushed set) a flush marker.
+type logItem struct {
+	line    fn.LogLine
+	flushed chan struct{}
+}
+
+// publishLogs hands queued lines to NATS until the store closes; lines
+// still queued then are counted as dropped.
+func (s *Store) publishLogs() {
+	for {
+		select {
+		case it := <-s.logQueue:
+			s.publishLog(it)
+		case <-s.done:
+			for {
+				select {
+				case it := <-s.logQueue:
+					if it.flushed != nil {
+						close(it.flushed)
+						continue
+					}
+					s.logQueued.Add(-int64(len(it.line.Text)))
+					s.logsDropped.Add(1)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Store) publishLog(it logItem) {
+	if it.flushed != nil {
+		// Every line queued before the marker is now pending in NATS.
+		close(it.flushed)
+		return
+	}
+	s.logQueued.Add(-int64(len(it.line.Text)))
+	b, err := json.Marshal(it.line)
 	if err != nil {
 		s.logsDropped.Add(1)
 		return
 	}
-	// The pending check above races with other callers; the shortest stall
-	// wait turns a full window into an immediate error instead of a wait.
-	subject := logSubjectPrefix + l.Tenant + "." + l.Function
-	if _, err := s.logJS.PublishAsync(subject, b, jetstream.WithStallWait(time.Nanosecond)); err != nil {
+	subject := logSubjectPrefix + it.line.Tenant + "." + it.line.Function
+	if _, err := s.logJS.PublishAsync(subject, b, jetstream.WithStallWait(logAckTimeout)); err != nil {
 		s.logsDropped.Add(1)
 	}
 }
@@ -86,9 +133,24 @@ func (s *Store) AppendLog(l fn.LogLine) {
 // LogsDropped is how many log lines AppendLog has dropped since Open.
 func (s *Store) LogsDropped() uint64 { return s.logsDropped.Load() }
 
-// FlushLogs waits until every line AppendLog queued has been acknowledged
-// (or failed and counted as dropped), or ctx ends.
+// FlushLogs waits until every line AppendLog queued before the call has
+// been stored (or failed and been counted as dropped), or ctx ends.
 func (s *Store) FlushLogs(ctx context.Context) error {
+	marker := logItem{flushed: make(chan struct{})}
+	select {
+	case s.logQueue <- marker:
+	case <-s.done:
+		return errors.New("flush logs: store closed")
+	case <-ctx.Done():
+		return fmt.Errorf("flush logs: %w", ctx.Err())
+	}
+	select {
+	case <-marker.flushed:
+	case <-s.done:
+		return errors.New("flush logs: store closed")
+	case <-ctx.Done():
+		return fmt.Errorf("flush logs: %w", ctx.Err())
+	}
 	select {
 	case <-s.logJS.PublishAsyncComplete():
 		return nil

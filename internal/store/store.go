@@ -43,12 +43,17 @@ const (
 	readyTimeout = 30 * time.Second
 	// closeFlushTimeout bounds the wait for pending log publishes at Close.
 	closeFlushTimeout = 5 * time.Second
-	// logWindow is how many log publishes may await their ack at once;
-	// AppendLog drops (and counts) lines beyond it.
-	logWindow = 16384
-	// logAckTimeout is how long a log publish waits for its ack before it
-	// counts as dropped.
-	logAckTimeout = 30 * time.Second
+	// logQueueLines and logQueueBytes bound the lines AppendLog has queued
+	// and the publisher has not yet handed to NATS; beyond them AppendLog
+	// drops (and counts) lines.
+	logQueueLines = 16384
+	logQueueBytes = 16 << 20
+	// logWindow is how many log publishes may await their ack at once; the
+	// publisher waits (AppendLog does not) when it is full.
+	logWindow = 4096
+	// logAckTimeout is how long a log publish waits for its ack, or for
+	// room in the window, before it counts as dropped.
+	logAckTimeout = 10 * time.Second
 )
 
 // Config says where the store lives. The zero value of an optional field
@@ -132,11 +137,15 @@ type Store struct {
 	tmpDir string
 
 	closed    chan struct{} // closed when the connection is closed
-	done      chan struct{} // closed by Close to stop watchers
+	done      chan struct{} // closed by Close to stop watchers and the log publisher
 	watchers  sync.WaitGroup
+	publisher sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 
+	logQueue    chan logItem
+	logQueued   atomic.Int64 // bytes of text in logQueue
+	logsClosed  atomic.Bool
 	logsDropped atomic.Uint64
 }
 
@@ -150,11 +159,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Store{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		closed: make(chan struct{}),
-		done:   make(chan struct{}),
-		tmpDir: os.TempDir(),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		closed:   make(chan struct{}),
+		done:     make(chan struct{}),
+		tmpDir:   os.TempDir(),
+		logQueue: make(chan logItem, logQueueLines),
 	}
 	if cfg.DataDir != "" {
 		s.tmpDir = filepath.Join(cfg.DataDir, "tmp")
@@ -171,6 +181,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.shutdownServer()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	s.publisher.Add(1)
+	go func() {
+		defer s.publisher.Done()
+		s.publishLogs()
+	}()
 	return s, nil
 }
 
@@ -298,18 +313,21 @@ func (s *Store) setup(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the watchers, waits (briefly) for pending log publishes,
-// drains the connection and shuts the embedded server down, waiting for it.
-// Calling Close again returns the first call's result.
+// Close waits (at most a few seconds) for queued log lines to be stored,
+// stops the watchers and the log publisher, drains the connection and shuts
+// the embedded server down, waiting for it. Lines appended after Close are
+// dropped. Calling Close again returns the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.done)
-		s.watchers.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
 		if err := s.FlushLogs(ctx); err != nil {
 			s.log.Warn("log lines not flushed at close", "error", err)
 		}
 		cancel()
+		s.logsClosed.Store(true)
+		close(s.done)
+		s.watchers.Wait()
+		s.publisher.Wait()
 		if err := s.nc.Drain(); err != nil {
 			s.closeErr = fmt.Errorf("close store: drain: %w", err)
 			s.nc.Close()

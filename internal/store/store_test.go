@@ -698,10 +698,14 @@ func BenchmarkAppendLog(b *testing.B) {
 	l := fn.LogLine{Tenant: fn.DefaultTenant, Function: "bench", Version: "$LATEST", Stream: "stdout",
 		InvocationID: "8c6b1a52-3d5e-4d7e-9f7a-2f0f5b7f4a11", Text: strings.Repeat("x", 100)}
 	b.ReportAllocs()
+	var slowest time.Duration
 	for b.Loop() {
+		start := time.Now()
 		s.AppendLog(l)
+		slowest = max(slowest, time.Since(start))
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(slowest.Microseconds()), "max-µs")
 	if err := s.FlushLogs(b.Context()); err != nil {
 		b.Fatal(err)
 	}
@@ -739,5 +743,51 @@ func TestServerLogGoesToSlogAtDebug(t *testing.T) {
 	}
 	if strings.Contains(info.String(), "nats server") {
 		t.Fatalf("server notices reached an info-level log:\n%s", info.String())
+	}
+}
+
+// TestAppendLogNeverWaits fills the queue of a store whose publisher is not
+// running: AppendLog must return and count the lines it cannot queue, by
+// line count and by bytes.
+func TestAppendLogNeverWaits(t *testing.T) {
+	line := fn.LogLine{Tenant: fn.DefaultTenant, Function: "f", Text: "short"}
+	s := &Store{logQueue: make(chan logItem, 3)}
+	for range 5 {
+		s.AppendLog(line)
+	}
+	if got := s.LogsDropped(); got != 2 {
+		t.Fatalf("dropped %d lines of 5 with room for 3, want 2", got)
+	}
+
+	s = &Store{logQueue: make(chan logItem, 2*logQueueBytes/maxLogText)}
+	line.Text = strings.Repeat("y", 2*maxLogText) // cut to maxLogText
+	for range logQueueBytes/maxLogText + 1 {
+		s.AppendLog(line)
+	}
+	if got := s.LogsDropped(); got != 1 {
+		t.Fatalf("dropped %d lines past the byte bound, want 1", got)
+	}
+	if q := s.logQueued.Load(); q != logQueueBytes {
+		t.Fatalf("queued bytes = %d, want %d", q, logQueueBytes)
+	}
+}
+
+func TestAppendLogAfterClose(t *testing.T) {
+	s, err := Open(t.Context(), Config{DataDir: t.TempDir(), NodeID: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.AppendLog(fn.LogLine{Tenant: fn.DefaultTenant, Function: "f", Text: "late"})
+	if got := s.LogsDropped(); got != 1 {
+		t.Fatalf("dropped = %d after appending to a closed store, want 1", got)
+	}
+	if err := s.FlushLogs(t.Context()); err == nil {
+		t.Fatal("flush on a closed store succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
 	}
 }
