@@ -206,14 +206,15 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // withHint adds what to check to errors whose cause is the setup, not the
-// command: no server at the URL, or a missing or wrong token.
+// command: no server at the URL, or a missing or wrong token (unless the
+// server's message already says so).
 func withHint(err error, url string) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		return fmt.Errorf("%w (is the server running at %s? set --url or ALOFT_URL)", err, url)
 	}
 	var ae *client.APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized && !strings.Contains(ae.Message, "ALOFT_TOKEN") {
 		return fmt.Errorf("%w (set --token or ALOFT_TOKEN)", err)
 	}
 	return err
