@@ -61,9 +61,10 @@ var errUnknownFormat = fn.Invalid("code must be a .zip or .tar.gz archive")
 // Extract unpacks the zip, tar.gz or tar archive read from r into dir, which
 // must exist and be empty. The format is found from the first bytes.
 //
-// A *bytes.Reader, *strings.Reader or *io.SectionReader that has not been
-// read from is used in place; any other reader holding a zip is first copied
-// to a temporary file (removed before Extract returns).
+// A *bytes.Reader or *strings.Reader that has not been read from is used in
+// place; from any other reader a zip is first copied to a temporary file in
+// os.TempDir (removed before Extract returns), as zip needs random access.
+// tar and tar.gz are streamed.
 //
 // Files are written world-readable: 0755 when the archive marks any execute
 // bit (for zip: in the Unix mode of the external attributes), else 0644;
