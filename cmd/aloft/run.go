@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stdout, "aloft", version)
 		return nil
 	}
-	if cli.IsClientVerb(args[0]) {
+	if cli.IsClientVerb(args[0]) || strings.HasPrefix(args[0], "-") {
 		return cli.Run(ctx, args, stdin, stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q: run \"aloft help\" for the list", args[0])

@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -71,19 +70,19 @@ type handler func(w http.ResponseWriter, r *http.Request) error
 // Register adds the /v1 routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	h := map[string]handler{
-		"GET /v1/functions":                          a.listFunctions,
-		"GET /v1/functions/{name}":                   a.getFunction,
-		"PUT /v1/functions/{name}":                   a.putFunction,
-		"DELETE /v1/functions/{name}":                a.deleteFunction,
-		"POST /v1/functions/{name}/versions":         a.publish,
-		"GET /v1/functions/{name}/versions":          a.listVersions,
-		"GET /v1/functions/{name}/aliases":           a.listAliases,
-		"PUT /v1/functions/{name}/aliases/{alias}":   a.putAlias,
-		"GET /v1/functions/{name}/aliases/{alias}":   a.getAlias,
+		"GET /v1/functions":                           a.listFunctions,
+		"GET /v1/functions/{name}":                    a.getFunction,
+		"PUT /v1/functions/{name}":                    a.putFunction,
+		"DELETE /v1/functions/{name}":                 a.deleteFunction,
+		"POST /v1/functions/{name}/versions":          a.publish,
+		"GET /v1/functions/{name}/versions":           a.listVersions,
+		"GET /v1/functions/{name}/aliases":            a.listAliases,
+		"PUT /v1/functions/{name}/aliases/{alias}":    a.putAlias,
+		"GET /v1/functions/{name}/aliases/{alias}":    a.getAlias,
 		"DELETE /v1/functions/{name}/aliases/{alias}": a.deleteAlias,
-		"POST /v1/functions/{name}/invoke":           a.invoke,
-		"GET /v1/functions/{name}/logs":              a.logs,
-		"GET /v1/functions/{name}/instances":         a.instances,
+		"POST /v1/functions/{name}/invoke":            a.invoke,
+		"GET /v1/functions/{name}/logs":               a.logs,
+		"GET /v1/functions/{name}/instances":          a.instances,
 	}
 	for pattern, fn := range h {
 		mux.Handle(pattern, a.wrap(fn))
@@ -172,4 +171,3 @@ func pathName(r *http.Request) (string, error) {
 	}
 	return name, nil
 }
-

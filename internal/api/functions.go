@@ -333,4 +333,3 @@ func isConflict(err error) bool {
 	var fe *fn.Error
 	return errors.As(err, &fe) && fe.Status == http.StatusConflict
 }
-

@@ -125,7 +125,7 @@ func (c *Config) Normalize() {
 	}
 	if c.Handler == "" {
 		switch c.Runtime {
-		case RuntimeLambda:
+		case RuntimeLambda, RuntimeHTTP:
 			c.Handler = "bootstrap"
 		case RuntimeNode:
 			c.Handler = "index.handler"

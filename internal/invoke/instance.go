@@ -23,8 +23,8 @@ import (
 type instance struct {
 	id       string
 	sb       *sandbox.Instance
-	lambda   *lambda.Server   // event-style runtimes
-	proxy    *httpport.Proxy  // http runtime
+	lambda   *lambda.Server  // event-style runtimes
+	proxy    *httpport.Proxy // http runtime
 	sink     *lineSink
 	captures [2]*capture
 	started  time.Time
