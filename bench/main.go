@@ -18,7 +18,9 @@ import (
 )
 
 func main() {
-	sandbox.MaybeRunInit()
+	if code, ok := sandbox.MaybeRunInit(); ok {
+		os.Exit(code) // this process was a sandbox init whose setup failed
+	}
 	var o options
 	flag.IntVar(&o.cold, "cold", 50, "cold starts measured for the Go row (node and python: half)")
 	flag.IntVar(&o.warm, "warm", 3000, "requests measured for each c=1 latency row")

@@ -21,7 +21,7 @@ import (
 // them through every entry point. Subtests share the server because each
 // Go function build takes seconds.
 func TestPlatform(t *testing.T) {
-	data := t.TempDir()
+	data := dataDir(t)
 	s := startServer(t, data)
 
 	out := s.mustCLI("deploy", abs(t, "../examples"))

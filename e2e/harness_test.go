@@ -262,3 +262,18 @@ func abs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// dataDir makes a data directory whose parents the sandbox's unprivileged
+// uid can traverse (t.TempDir's parent is private).
+func dataDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "aloft-e2e-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}

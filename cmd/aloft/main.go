@@ -14,7 +14,9 @@ import (
 )
 
 func main() {
-	sandbox.MaybeRunInit() // returns unless this process is a sandbox's init
+	if code, ok := sandbox.MaybeRunInit(); ok {
+		os.Exit(code) // this process was a sandbox init whose setup failed
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

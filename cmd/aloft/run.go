@@ -68,7 +68,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", envOr("ALOFT_ADDR", "127.0.0.1:8080"), "HTTP listen address")
-	data := fs.String("data", envOr("ALOFT_DATA", "aloft-data"), "data directory (all state)")
+	data := fs.String("data", envOr("ALOFT_DATA", defaultDataDir()), "data directory (all state)")
 	token := fs.String("token", os.Getenv("ALOFT_TOKEN"), "API bearer token (default: generated into DIR/token)")
 	natsURL := fs.String("nats", os.Getenv("ALOFT_NATS"), "external NATS URL (default: embedded)")
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
@@ -128,7 +128,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address (loopback only: dev has no token)")
-	data := fs.String("data", ".aloft", "data directory")
+	data := fs.String("data", filepath.Join(os.TempDir(), "aloft-dev"), "data directory")
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
@@ -199,4 +199,14 @@ func newLogger(w io.Writer, level string, asJSON bool) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// defaultDataDir is /var/lib/aloft for root and ./aloft-data otherwise.
+// Sandboxed instances bind-mount code from below it, so every parent must
+// be searchable by other users (a home directory often is not).
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/aloft"
+	}
+	return "aloft-data"
 }
