@@ -147,13 +147,13 @@ func newCgroupLayout() (*cgroupLayout, error) {
 		sweepStale(base)
 		dir := filepath.Join(base, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
-			l.remove()
+			_ = l.remove()
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		l.parents[key] = dir
 		if v2 {
 			if err := enableControllers(dir, false); err != nil {
-				l.remove()
+				_ = l.remove()
 				return nil, err
 			}
 		}
@@ -213,10 +213,14 @@ func sweepStale(base string) {
 	}
 }
 
-func (l *cgroupLayout) remove() {
+func (l *cgroupLayout) remove() error {
+	var errs []error
 	for _, dir := range l.parents {
-		_ = rmdirRetry(dir)
+		if err := rmdirRetry(dir); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // cgroup is one instance's cgroup (one dir per v1 hierarchy, or one v2 dir).
@@ -252,14 +256,27 @@ func writeFile(p, v string) error {
 	return nil
 }
 
-// join puts pid into the instance cgroup (v1; v2 starts it there).
-func (cg *cgroup) join(pid int) error {
-	for _, dir := range cg.dirs {
-		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
+// openTasks opens the v1 tasks files of the cgroup for writing (nil on v2,
+// where the process is cloned straight into its cgroup). The init writes
+// "0" to each to move the thread that will exec: migrating the current
+// thread skips the global lock a write of another pid to cgroup.procs takes
+// (an RCU grace period: 5-15 ms measured here, against 0.1-0.5 ms). The
+// permission check uses the opener's (root's) credentials, so the
+// unprivileged init needs no access of its own.
+func (cg *cgroup) openTasks() ([]*os.File, error) {
+	if cg.l.v2 {
+		return nil, nil
 	}
-	return nil
+	var fs []*os.File
+	for _, c := range v1Controllers {
+		f, err := os.OpenFile(filepath.Join(cg.dirs[c], "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			closeFiles(fs...)
+			return nil, fmt.Errorf("open cgroup tasks: %w", err)
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }
 
 // setLimits writes the spec's memory, pids and cpu limits.

@@ -175,7 +175,16 @@ func (e *Executor) Run(ctx context.Context) error {
 			if errors.Is(err, ErrClosed) {
 				return nil
 			}
+			if err == nil {
+				if err = i.awaitReady(ctx); err != nil {
+					i.Kill()
+					<-i.done
+				}
+			}
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				e.log.Warn("prepare sandbox", "error", err)
 				retry.Reset(time.Second)
 				break
@@ -276,7 +285,8 @@ func parentDir(p string) string {
 }
 
 // Close kills every instance and prepared sandbox, waits until they are
-// gone and removes the executor's cgroups.
+// gone and removes the executor's cgroups; it reports a cgroup that could
+// not be removed. Calls after the first return nil.
 func (e *Executor) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
@@ -294,7 +304,9 @@ func (e *Executor) Close() error {
 		e.wg.Wait()
 		<-e.spawnerDone
 		if e.cg != nil {
-			e.cg.remove()
+			if rerr := e.cg.remove(); rerr != nil {
+				err = fmt.Errorf("close sandbox executor: %w", rerr)
+			}
 		}
 	})
 	return err
@@ -340,7 +352,7 @@ func (e *Executor) prepare(name string, network bool) (*Instance, error) {
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{"aloft-sandbox-init", initArg},
-		Env:        []string{},
+		Env:        []string{"GOMAXPROCS=1"}, // fewer threads: cheaper setresuid and exec
 		Stdout:     p.outW,
 		Stderr:     p.errW,
 		ExtraFiles: []*os.File{p.specR, p.statusW},
@@ -355,10 +367,18 @@ func (e *Executor) prepare(name string, network bool) (*Instance, error) {
 			Pdeathsig:                  syscall.SIGKILL,
 		},
 	}
+	tasks, err := cg.openTasks()
+	if err != nil {
+		p.closeAll()
+		_ = cg.remove()
+		return nil, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, tasks...)
 	var cgfd *os.File
 	if e.cg.v2 {
 		if cgfd, err = os.Open(cg.dirs[""]); err != nil {
 			p.closeAll()
+			closeFiles(tasks...)
 			_ = cg.remove()
 			return nil, fmt.Errorf("open cgroup: %w", err)
 		}
@@ -367,11 +387,12 @@ func (e *Executor) prepare(name string, network bool) (*Instance, error) {
 		cmd.SysProcAttr.CgroupFD = int(cgfd.Fd())
 	}
 	i.specW, i.statusR, i.outR, i.errR = p.specW, p.statusR, p.outR, p.errR
-	if err := e.launch(i, cmd, p.specR, p.statusW, p.outW, p.errW); err != nil {
+	childEnds := append([]*os.File{p.specR, p.statusW, p.outW, p.errW}, tasks...)
+	if err := e.launch(i, cmd, childEnds...); err != nil {
 		_ = cg.remove()
 		return nil, err
 	}
-	if err := i.setup(network); err != nil {
+	if err := i.setup(network, len(tasks)); err != nil {
 		i.Kill()
 		<-i.done
 		return nil, err
@@ -407,14 +428,9 @@ func (e *Executor) launch(i *Instance, cmd *exec.Cmd, childEnds ...*os.File) err
 	return nil
 }
 
-// setup finishes a prepared sandbox: cgroup (v1), loopback and listener in
-// its network namespace, and the layout for its init.
-func (i *Instance) setup(network bool) error {
-	if !i.e.cg.v2 {
-		if err := i.cg.join(i.proc.Pid); err != nil {
-			return err
-		}
-	}
+// setup finishes a prepared sandbox: loopback and listener in its network
+// namespace, and the layout for its init.
+func (i *Instance) setup(network bool, tasksFDs int) error {
 	if !network {
 		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", i.proc.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -439,7 +455,9 @@ func (i *Instance) setup(network bool) error {
 		i.ln = ln
 		i.mu.Unlock()
 	}
-	if err := json.NewEncoder(i.specW).Encode(i.e.lay); err != nil {
+	lay := i.e.lay
+	lay.TasksFDs = tasksFDs
+	if err := json.NewEncoder(i.specW).Encode(lay); err != nil {
 		return fmt.Errorf("send layout: %w", err)
 	}
 	return nil

@@ -19,8 +19,13 @@ const initArg = "__aloft_sandbox_init__"
 // File descriptors the executor hands the init.
 const (
 	specFD   = 3 // read: layout, then runSpec, as JSON
-	statusFD = 4 // write: an error message; closed on exec (EOF = started)
+	statusFD = 4 // write: readyByte after the base root is built, then an error message or EOF at exec
+	// 5...: cgroup v1 tasks files, see cgroup.openTasks
 )
+
+// readyByte is what the init writes on the status pipe once it waits for
+// the run spec.
+const readyByte = 'R'
 
 // runSpec is the second message on the spec pipe: what the instance runs.
 type runSpec struct {
@@ -56,8 +61,24 @@ func runInit() error {
 	if err := dec.Decode(&l); err != nil {
 		return fmt.Errorf("sandbox init: read layout: %w", err)
 	}
+	for fd := statusFD + 1; fd <= statusFD+l.TasksFDs; fd++ {
+		if _, err := unix.Write(fd, []byte("0")); err != nil {
+			return fmt.Errorf("sandbox init: join cgroup: %w", err)
+		}
+		_ = unix.Close(fd)
+	}
 	if err := mountBase(l); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
+	}
+	filter, err := seccompProgram()
+	if err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if err := dropBoundingSet(); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if _, err := unix.Write(statusFD, []byte{readyByte}); err != nil {
+		return fmt.Errorf("sandbox init: report ready: %w", err)
 	}
 	var s runSpec
 	if err := dec.Decode(&s); err != nil {
@@ -74,10 +95,6 @@ func runInit() error {
 		return fmt.Errorf("sandbox init: set hostname: %w", err)
 	}
 	if err := os.Chdir(s.Dir); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
-	}
-	filter, err := seccompProgram()
-	if err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := dropPrivileges(); err != nil {
@@ -254,19 +271,24 @@ func enterRoot(root string) error {
 	return os.Chdir("/")
 }
 
-// dropPrivileges empties the capability bounding set and becomes the
-// function's uid and gid with no supplementary groups; changing from uid 0
-// clears every capability.
-func dropPrivileges() error {
+// dropBoundingSet empties the capability bounding set; the effective
+// capabilities the mounts need stay until dropPrivileges.
+func dropBoundingSet() error {
 	for c := 0; c <= 63; c++ {
 		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
 		if errors.Is(err, unix.EINVAL) {
-			break // past the last capability
+			return nil // past the last capability
 		}
 		if err != nil {
 			return fmt.Errorf("drop capability %d: %w", c, err)
 		}
 	}
+	return nil
+}
+
+// dropPrivileges becomes the function's uid and gid with no supplementary
+// groups; changing from uid 0 clears every capability.
+func dropPrivileges() error {
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}

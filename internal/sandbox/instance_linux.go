@@ -31,6 +31,7 @@ type Instance struct {
 	done     chan struct{}
 	exit     ExitStatus // set before done closes
 	peak     atomic.Int64
+	ready    atomic.Bool // awaitReady consumed readyByte
 
 	// parent ends of the pipes; specW and statusR are used only by Start
 	specW, statusR, outR, errR *os.File
@@ -210,14 +211,38 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	msg, err := io.ReadAll(i.statusR)
 	stop()
 	_ = i.statusR.Close()
+	if i.ready.Load() {
+		msg = append([]byte{readyByte}, msg...)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
 		return fmt.Errorf("read sandbox status: %w", err)
-	case len(msg) > 0:
+	case len(msg) == 0:
+		return errors.New("sandbox init exited")
+	case msg[0] != readyByte:
 		return errors.New(string(msg))
+	case len(msg) > 1:
+		return errors.New(string(msg[1:]))
 	}
+	return nil
+}
+
+// awaitReady waits until the init has built the base root and waits for
+// the spec, so a prepared sandbox is handed out only once it is warm.
+func (i *Instance) awaitReady(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = i.statusR.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var b [1]byte
+	if _, err := io.ReadFull(i.statusR, b[:]); err != nil {
+		return fmt.Errorf("wait for prepared sandbox: %w", err)
+	}
+	if b[0] != readyByte {
+		msg, _ := io.ReadAll(i.statusR)
+		return fmt.Errorf("prepare sandbox: %s", append(b[:], msg...))
+	}
+	i.ready.Store(true)
 	return nil
 }
 

@@ -35,6 +35,9 @@ type layout struct {
 	Etc     string      // the minimal /etc under StateDir
 	System  []rootEntry // host system dirs
 	EtcBind []string    // host dirs bound below /etc
+	// TasksFDs is how many cgroup tasks files follow statusFD (v1); the
+	// init writes "0" to each to join its cgroup.
+	TasksFDs int
 }
 
 // prepareState creates StateDir/root and StateDir/etc and returns the layout.

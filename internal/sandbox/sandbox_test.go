@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -363,8 +365,9 @@ func TestMemoryLimitOOM(t *testing.T) {
 	if !r.exit.OOMKilled || r.exit.Signal != "SIGKILL" || r.exit.String() != "killed by SIGKILL (out of memory)" {
 		t.Errorf("exit %+v (%s), stdout %q", r.exit, r.exit, r.stdout)
 	}
-	if p := r.inst.MemoryPeak(); p < 32<<20 || p > 64<<20 {
-		t.Errorf("memory peak %d, want between 32 MiB and the 64 MiB limit", p)
+	// v1's max_usage_in_bytes can overshoot the limit by a charge batch.
+	if p := r.inst.MemoryPeak(); p < 32<<20 || p > 65<<20 {
+		t.Errorf("memory peak %d, want between 32 MiB and about the 64 MiB limit", p)
 	}
 	spec = probeSpec("alloc", "16")
 	spec.MemoryMB = 64

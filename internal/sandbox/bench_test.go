@@ -1,0 +1,70 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// benchStart starts the probe (which exits at once) b.N times and waits for
+// each to be Done; it reports the mean time until Start returned (the
+// function exec'ed) as start-ms.
+func benchStart(b *testing.B, e *Executor, beforeEach func()) {
+	var startTotal time.Duration
+	n := 0
+	for b.Loop() {
+		if beforeEach != nil {
+			b.StopTimer()
+			beforeEach()
+			b.StartTimer()
+		}
+		spec := probeSpec("exit", "0")
+		t0 := time.Now()
+		inst, err := e.Start(context.Background(), spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		startTotal += time.Since(t0)
+		n++
+		<-inst.Done()
+		if inst.Exit().Code != 0 {
+			b.Fatalf("exit %s", inst.Exit())
+		}
+	}
+	b.ReportMetric(float64(startTotal.Microseconds())/1000/float64(n), "start-ms")
+}
+
+func BenchmarkStartCold(b *testing.B) {
+	e := newExecutor(b, Config{})
+	benchStart(b, e, nil)
+}
+
+func BenchmarkStartPrewarmed(b *testing.B) {
+	e := newExecutor(b, Config{Prewarm: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runDone
+	}()
+	benchStart(b, e, func() {
+		waitFor(b, "a prepared sandbox", func() bool { return len(e.warm) == 1 })
+	})
+}
+
+func BenchmarkStartInsecure(b *testing.B) {
+	e := newExecutor(b, Config{Insecure: true})
+	benchStart(b, e, nil)
+}
+
+func ExampleExitStatus_String() {
+	fmt.Println(ExitStatus{Code: 2})
+	fmt.Println(ExitStatus{Code: -1, Signal: "SIGKILL", OOMKilled: true})
+	// Output:
+	// exit status 2
+	// killed by SIGKILL (out of memory)
+}
