@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -83,38 +82,15 @@ func (iv *Invoker) startInstance(ctx context.Context, t *target) (*instance, err
 		in.cancel()
 		return nil, err
 	}
-	var writers [2]*os.File
-	for i, stream := range []string{"stdout", "stderr"} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			in.cancel()
-			return nil, fmt.Errorf("start instance: %w", err)
-		}
-		c, err := newCapture(r, stream, in.sink)
-		if err != nil {
-			r.Close()
-			w.Close()
-			in.cancel()
-			return nil, fmt.Errorf("start instance: %w", err)
-		}
-		in.captures[i] = c
-		writers[i] = w
-	}
-	spec.Stdout, spec.Stderr = writers[0], writers[1]
+	in.captures[0] = newCapture("stdout", in.sink)
+	in.captures[1] = newCapture("stderr", in.sink)
+	spec.Stdout, spec.Stderr = in.captures[0], in.captures[1]
 	sb, err := iv.cfg.Executor.Start(ctx, spec)
-	writers[0].Close()
-	writers[1].Close()
 	if err != nil {
-		in.captures[0].r.Close()
-		in.captures[1].r.Close()
 		in.cancel()
 		return nil, fmt.Errorf("start instance of %s: %w", t.name, err)
 	}
 	in.sb = sb
-	for _, c := range in.captures {
-		in.wg.Add(1)
-		go func() { defer in.wg.Done(); c.run() }()
-	}
 	in.wg.Add(1)
 	go func() {
 		defer in.wg.Done()

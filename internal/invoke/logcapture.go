@@ -3,6 +3,7 @@ package invoke
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -18,37 +19,43 @@ const maxLineBytes = 16 * 1024
 const tailBytes = 4096
 
 // capture reads one instance's stdout or stderr pipe, splits it into lines
-// and hands each line, tagged with the invocation in flight, to emit.
+// and hands each line, tagged with the invocation in flight, to the sink.
+// The sandbox hands it the pipe (sandbox.OutputReader).
 //
 // All reads of the pipe happen under mu with non-blocking syscalls, so
 // sync can drain whatever the function wrote before it answered: every line
 // printed before the response is attributed to the right invocation.
 type capture struct {
-	r      *os.File
-	raw    syscall.RawConn
-	stream string
-	sink   *lineSink
+	stream   string
+	sink     *lineSink
+	attached chan struct{} // closed once ReadOutput has the pipe
 
-	mu      sync.Mutex // guards reads of r and partial
+	mu      sync.Mutex // guards reads of the pipe, partial and buf
+	raw     syscall.RawConn
 	partial []byte
 	buf     []byte
 }
 
-func newCapture(r *os.File, stream string, sink *lineSink) (*capture, error) {
-	raw, err := r.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	return &capture{r: r, raw: raw, stream: stream, sink: sink, buf: make([]byte, 32*1024)}, nil
+func newCapture(stream string, sink *lineSink) *capture {
+	return &capture{stream: stream, sink: sink, attached: make(chan struct{}), buf: make([]byte, 32*1024)}
 }
 
-// run reads until the write end is closed by every holder (the instance
-// exited). It is owned by the instance that created the capture.
-func (c *capture) run() {
-	defer c.r.Close()
+// ReadOutput reads r until the function's side is closed (the instance
+// exited). The sandbox calls it on a goroutine it owns.
+func (c *capture) ReadOutput(r *os.File) {
+	raw, err := r.SyscallConn()
+	if err != nil {
+		close(c.attached)
+		_, _ = io.Copy(io.Discard, r)
+		return
+	}
+	c.mu.Lock()
+	c.raw = raw
+	c.mu.Unlock()
+	close(c.attached)
 	done := false
 	for !done {
-		err := c.raw.Read(func(fd uintptr) bool {
+		err := raw.Read(func(fd uintptr) bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			eof, again := c.readOnce(int(fd))
@@ -83,7 +90,14 @@ func (c *capture) readOnce(fd int) (eof, again bool) {
 // sync drains everything already written to the pipe and flushes a
 // partial last line, so the invocation that just ended gets its lines.
 func (c *capture) sync() {
-	_ = c.raw.Control(func(fd uintptr) {
+	<-c.attached
+	c.mu.Lock()
+	raw := c.raw
+	c.mu.Unlock()
+	if raw == nil {
+		return
+	}
+	_ = raw.Control(func(fd uintptr) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for i := 0; i < 64; i++ {
@@ -208,4 +222,12 @@ func (t *tailBuffer) bytes() []byte {
 		return t.b[len(t.b)-tailBytes:]
 	}
 	return t.b
+}
+
+// Write takes output handed over as writes rather than as a pipe.
+func (c *capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.consume(p)
+	c.mu.Unlock()
+	return len(p), nil
 }

@@ -268,6 +268,12 @@ func (i *Instance) stream(spec Spec) error {
 
 func (i *Instance) copyOut(w io.Writer, r *os.File) {
 	defer i.copies.Done()
+	if or, ok := w.(OutputReader); ok {
+		or.ReadOutput(r)
+		_, _ = io.Copy(io.Discard, r)
+		_ = r.Close()
+		return
+	}
 	if _, err := io.Copy(w, r); err != nil {
 		_, _ = io.Copy(io.Discard, r) // keep draining: never block the function
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path"
 	"strings"
 )
@@ -51,8 +52,18 @@ type Spec struct {
 	ListenEnv string
 	// PortEnv, if set, names an env var set to the port the function must
 	// listen on; Instance.Dial connects there.
-	PortEnv        string
-	Stdout, Stderr io.Writer // function output; nil discards it
+	PortEnv string
+	// Stdout and Stderr receive the function's output; nil discards it.
+	// A writer that implements OutputReader reads the pipe itself.
+	Stdout, Stderr io.Writer
+}
+
+// OutputReader may be implemented by Spec.Stdout and Spec.Stderr to read
+// the function's output pipe directly instead of being written to, for
+// example to drain what is pending at a given moment. ReadOutput must read
+// r until EOF and must not close it.
+type OutputReader interface {
+	ReadOutput(r *os.File)
 }
 
 // Defaults for Spec fields left zero.
