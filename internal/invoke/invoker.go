@@ -78,6 +78,7 @@ type Invoker struct {
 	pools   map[string]*poolEntry
 	baseCtx context.Context // set by Run; pools run under it
 	running bool
+	ready   chan struct{} // closed once Run follows the store
 
 	codeMu   sync.Mutex
 	codeWait map[string]chan struct{} // extraction in progress per sha
@@ -133,6 +134,7 @@ func New(cfg Config) (*Invoker, error) {
 		targets:     map[string]*target{},
 		pools:       map[string]*poolEntry{},
 		codeWait:    map[string]chan struct{}{},
+		ready:       make(chan struct{}),
 	}
 	for _, d := range []string{iv.codeRoot, iv.runtimesDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -159,6 +161,7 @@ func (iv *Invoker) Run(ctx context.Context) error {
 	iv.baseCtx = ctx
 	iv.running = true
 	iv.mu.Unlock()
+	close(iv.ready)
 	for ch := range changes {
 		iv.Refresh(ctx, ch.Tenant, ch.Function)
 	}
@@ -171,6 +174,9 @@ func (iv *Invoker) Run(ctx context.Context) error {
 	iv.wg.Wait()
 	return nil
 }
+
+// Ready is closed once Run follows the store and can start instances.
+func (iv *Invoker) Ready() <-chan struct{} { return iv.ready }
 
 // Refresh drops cached resolutions of a function and drains its pools that
 // no longer match the stored function (all of them if it was deleted).

@@ -60,6 +60,7 @@ var allowed = map[string][]string{
 	"github.com/nats-io/nats.go":        {"aloft/internal/store"},
 	"github.com/elastic/go-seccomp-bpf": {"aloft/internal/sandbox"},
 	"golang.org/x/sys":                  {"aloft/internal/sandbox", "aloft/internal/invoke"},
+	"golang.org/x/net":                  {"aloft/internal/sandbox"},
 	"golang.org/x/sync":                 {"aloft/internal/server"},
 	"sigs.k8s.io/yaml":                  {"aloft/internal/manifest"},
 	"github.com/aws/aws-lambda-go":      {}, // tests and functions only

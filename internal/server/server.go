@@ -114,6 +114,11 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
+			if s.cancel != nil {
+				_ = s.http.Close()
+				s.cancel()
+				_ = s.group.Wait()
+			}
 			s.stopComponents()
 		}
 	}()
@@ -198,6 +203,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 		return nil
 	})
+	select {
+	case <-s.invoker.Ready():
+	case <-gctx.Done():
+		return fmt.Errorf("start: %w", errors.Join(context.Cause(gctx), g.Wait()))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	s.log.Info("aloft serving", "addr", s.ln.Addr().String(), "data", dir, "node", s.nodeID,
 		"nats", natsMode(s.cfg.NATSURL))
 	return nil
