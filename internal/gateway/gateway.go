@@ -163,12 +163,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt fn.Runtime, path, routeKey string, params map[string]string) {
 	id := invoke.NewInvocationID()
 	if rt == "" {
-		f, _, err := g.cfg.Store.GetFunction(r.Context(), fn.DefaultTenant, name)
+		var err error
+		rt, err = g.cfg.Invoker.Runtime(r.Context(), fn.DefaultTenant, name, "")
 		if err != nil {
 			g.writeError(w, id, err)
 			return
 		}
-		rt = f.Runtime
 	}
 	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, ID: id, TraceID: traceID(r)}
 	if rt == fn.RuntimeHTTP {

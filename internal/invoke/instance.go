@@ -221,14 +221,12 @@ func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
 	return spec, nil
 }
 
-// cpusFor gives CPU in proportion to memory, as Lambda does (1,769 MB = 1 vCPU),
-// never less than a quarter core.
+// cpusFor gives CPU in proportion to memory as Lambda does (1,769 MB = 1
+// vCPU), but never less than one core: a smaller quota makes interpreter
+// and runtime start-up wait for the next CFS period, which is exactly the
+// cold start Aloft exists to avoid.
 func cpusFor(memoryMB int) float64 {
-	c := float64(memoryMB) / 1769
-	if c < 0.25 {
-		c = 0.25
-	}
-	return c
+	return max(1, float64(memoryMB)/1769)
 }
 
 // invokeEvent runs one event-style invocation on in.

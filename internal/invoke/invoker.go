@@ -278,6 +278,16 @@ func (iv *Invoker) load(ctx context.Context, tenant, name, qualifier string) (*t
 		sha: v.CodeSHA256, revision: v.Revision, arn: arn + ":" + qualifier}, nil
 }
 
+// Runtime returns the runtime of a function version, from the resolution
+// cache (the gateway asks it on every request).
+func (iv *Invoker) Runtime(ctx context.Context, tenant, name, qualifier string) (fn.Runtime, error) {
+	t, err := iv.resolve(ctx, tenant, name, qualifier)
+	if err != nil {
+		return "", err
+	}
+	return t.cfg.Runtime, nil
+}
+
 // pool returns the pool of t, creating it.
 func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 	key := t.poolKey()

@@ -287,7 +287,7 @@ func (cg *cgroup) setLimits(s Spec) error {
 			errs = append(errs, err)
 		}
 	}
-	period := 100000
+	period := 20000 // 20 ms: short periods keep throttling pauses short
 	if cg.l.v2 {
 		if s.MemoryMB > 0 {
 			add(writeFile(cg.file("", "memory.max"), strconv.Itoa(s.MemoryMB<<20)))

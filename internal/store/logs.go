@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,10 +91,22 @@ type logItem struct {
 // publishLogs hands queued lines to NATS until the store closes; lines
 // still queued then are counted as dropped.
 func (s *Store) publishLogs() {
+	var batch logBatch
 	for {
 		select {
 		case it := <-s.logQueue:
-			s.publishLog(it)
+			batch.add(s, it)
+			// Take what else is already queued: lines of one function
+			// share a message, so a busy node stores far fewer messages.
+			for more := true; more && batch.n < maxLogBatch; {
+				select {
+				case it := <-s.logQueue:
+					batch.add(s, it)
+				default:
+					more = false
+				}
+			}
+			batch.publish(s)
 		case <-s.done:
 			for {
 				select {
@@ -112,22 +125,56 @@ func (s *Store) publishLogs() {
 	}
 }
 
-func (s *Store) publishLog(it logItem) {
+// maxLogBatch bounds the lines the publisher takes at once.
+const maxLogBatch = 256
+
+// logBatch collects consecutive queued lines of one function into one
+// message of newline-separated JSON lines; a line of another function
+// starts a new message, so the stream keeps the order lines were queued in.
+type logBatch struct {
+	n       int
+	subject string
+	lines   int
+	buf     []byte
+}
+
+func (b *logBatch) add(s *Store, it logItem) {
 	if it.flushed != nil {
-		// Every line queued before the marker is now pending in NATS.
+		// Every line queued before the marker goes out before it closes.
+		b.publish(s)
 		close(it.flushed)
 		return
 	}
 	s.logQueued.Add(-int64(len(it.line.Text)))
-	b, err := json.Marshal(it.line)
+	line, err := json.Marshal(it.line)
 	if err != nil {
 		s.logsDropped.Add(1)
 		return
 	}
 	subject := logSubjectPrefix + it.line.Tenant + "." + it.line.Function
-	if _, err := s.logJS.PublishAsync(subject, b, jetstream.WithStallWait(logAckTimeout)); err != nil {
-		s.logsDropped.Add(1)
+	if subject != b.subject {
+		b.publish(s)
+		b.subject = subject
 	}
+	if b.lines > 0 {
+		b.buf = append(b.buf, '\n')
+	}
+	b.buf = append(b.buf, line...)
+	b.lines++
+	b.n++
+}
+
+func (b *logBatch) publish(s *Store) {
+	if b.lines > 0 {
+		msg := append([]byte(nil), b.buf...)
+		if _, err := s.logJS.PublishAsync(b.subject, msg, jetstream.WithStallWait(logAckTimeout)); err != nil {
+			s.logsDropped.Add(uint64(b.lines))
+		}
+	}
+	b.buf = b.buf[:0]
+	b.lines = 0
+	b.subject = ""
+	b.n = 0
 }
 
 // LogsDropped is how many log lines AppendLog has dropped since Open.
@@ -269,7 +316,23 @@ type logReader struct {
 	live bool
 }
 
+// add delivers the lines of one message: newline-separated JSON lines.
 func (r *logReader) add(data []byte) error {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if err := r.addLine(line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *logReader) addLine(data []byte) error {
 	var l fn.LogLine
 	if err := json.Unmarshal(data, &l); err != nil {
 		return fmt.Errorf("read logs: decode: %w", err)

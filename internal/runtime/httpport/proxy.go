@@ -85,7 +85,7 @@ func New(cfg Config) *Proxy {
 	p.rp = httputil.ReverseProxy{
 		Rewrite:       rewrite,
 		Transport:     p.transport,
-		FlushInterval: -1, // flush every write: responses stream
+		FlushInterval: 0, // responses without a length (streams) are still flushed on every write
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ErrorHandler:  p.badGateway,
 		BufferPool:    &bufferPool{},
