@@ -308,7 +308,11 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 	p, err := scale.NewPool(scale.Config{
 		Name: t.name + ":" + t.version,
 		Start: func(ctx context.Context) (scale.Instance, error) {
-			return iv.startInstance(ctx, t)
+			in, err := iv.startInstance(ctx, t)
+			if err != nil {
+				return nil, err // not a typed nil inside the interface
+			}
+			return in, nil
 		},
 		Concurrency: t.cfg.Concurrency,
 		Min:         t.cfg.Scale.Min,
