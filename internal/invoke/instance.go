@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -213,6 +214,11 @@ func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
 	}
 	if c.Runtime == fn.RuntimeNode || c.Runtime == fn.RuntimePython {
 		spec.Mounts = []sandbox.Mount{{Source: iv.runtimesDir, Target: "/var/runtime"}}
+	}
+	// The sandbox hides /sys/fs/cgroup, so a Go function cannot see its CPU
+	// quota: tell it, unless the function sets GOMAXPROCS itself.
+	if _, set := c.Env["GOMAXPROCS"]; !set {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(int(math.Ceil(spec.CPUs))))
 	}
 	for _, k := range sortedEnvKeys(c.Env) {
 		env = append(env, k+"="+c.Env[k])

@@ -376,7 +376,7 @@ func (e *Executor) startInsecure(spec Spec) (*Instance, error) {
 	cmd := &exec.Cmd{
 		Path:        argv[0],
 		Args:        argv,
-		Env:         buildEnv(spec.Env, add),
+		Env:         hostEnv(spec, buildEnv(spec.Env, add)),
 		Dir:         hostPath(spec, spec.Dir),
 		Stdout:      p.outW,
 		Stderr:      p.errW,
@@ -398,6 +398,22 @@ func closeListener(ln net.Listener) {
 	if ln != nil {
 		_ = ln.Close()
 	}
+}
+
+// hostEnv rewrites environment values that are sandbox paths
+// (LAMBDA_TASK_ROOT=/var/task, NODE_PATH=/var/task/node_modules:...) to host
+// paths, for Insecure mode.
+func hostEnv(spec Spec, env []string) []string {
+	out := make([]string, len(env))
+	for n, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		parts := strings.Split(v, ":")
+		for j, p := range parts {
+			parts[j] = hostPath(spec, p)
+		}
+		out[n] = k + "=" + strings.Join(parts, ":")
+	}
+	return out
 }
 
 // hostPath maps a path inside the sandbox (/var/task/..., a mount target)
