@@ -25,6 +25,7 @@ func main() {
 	flag.IntVar(&o.cold, "cold", 50, "cold starts measured for the Go row (node and python: half)")
 	flag.IntVar(&o.warm, "warm", 3000, "requests measured for each c=1 latency row")
 	flag.DurationVar(&o.duration, "duration", 0, "duration of each throughput row (default 3s)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the warm rows to this file")
 	flag.BoolVar(&o.insecure, "insecure-no-sandbox", false, "run without the sandbox (figures are then not comparable)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

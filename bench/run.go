@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"sync"
@@ -26,10 +27,11 @@ import (
 )
 
 type options struct {
-	cold     int
-	warm     int
-	duration time.Duration
-	insecure bool
+	cold       int
+	warm       int
+	duration   time.Duration
+	insecure   bool
+	cpuProfile string
 }
 
 // row is one line of the result table.
@@ -51,6 +53,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o711); err != nil { // the sandbox uid traverses it
+		return err
+	}
 	fmt.Fprintln(out, "building fixtures...")
 	bins := map[string]string{}
 	for _, name := range []string{"echo", "httpecho", "noop"} {
@@ -102,7 +107,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 	fmt.Fprintln(out, "starting aloft...")
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: filepath.Join(work, "data"), NoAuth: true,
-		Insecure: o.insecure, Prewarm: 4, Logger: slog.New(slog.DiscardHandler)})
+		Insecure: o.insecure, Prewarm: 4, Logger: benchLogger()})
 	if err != nil {
 		return err
 	}
@@ -170,11 +175,30 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	fmt.Fprintln(out, "measuring warm invocations...")
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	if err := invoke("echo")(); err != nil {
 		return err
 	}
 	warmLat := latencies(o.warm, invoke("echo"))
+	cpuBefore := bootstrapCPU()
 	warmRPS := throughput(32, o.duration, invoke("echo"))
+	if os.Getenv("XX_STATS") != "" {
+		fmt.Fprintf(out, "bootstrap CPU per request: %v\n", time.Duration(float64(bootstrapCPU()-cpuBefore)/(warmRPS*o.duration.Seconds())))
+	}
+	if os.Getenv("XX_STATS") != "" {
+		resp, _ := hc.Get(srv.URL() + "/v1/functions/echo/instances")
+		b, _ := io.ReadAll(resp.Body)
+		fmt.Fprintln(out, string(b))
+	}
 	httpURL := srv.URL() + "/fn/httpecho/"
 	if err := get(httpURL)(); err != nil {
 		return err
@@ -352,4 +376,29 @@ func ratio(a, b time.Duration) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fx", float64(a)/float64(b))
+}
+
+func bootstrapCPU() time.Duration {
+	var total int64
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil || !bytes.Contains(b, []byte("(bootstrap)")) {
+			continue
+		}
+		f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+2:])
+		u, _ := strconv.ParseInt(string(f[11]), 10, 64)
+		st, _ := strconv.ParseInt(string(f[12]), 10, 64)
+		total += u + st
+	}
+	return time.Duration(total) * 10 * time.Millisecond
+}
+
+// benchLogger discards the server's log unless BENCH_LOG=debug asks for it
+// on stderr (to see where a cold start spends its time).
+func benchLogger() *slog.Logger {
+	if os.Getenv("BENCH_LOG") == "debug" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
 }

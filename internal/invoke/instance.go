@@ -101,11 +101,14 @@ func (iv *Invoker) startInstance(ctx context.Context, t *target) (*instance, err
 		}
 		in.cancel()
 	}()
+	sandboxed := time.Since(in.started)
 	if err := iv.connect(ctx, t, in); err != nil {
 		in.Stop()
 		return nil, err
 	}
 	in.initDur = time.Since(in.started)
+	iv.log.Debug("instance started", "function", t.name, "version", t.version, "instance", id,
+		"sandbox", sandboxed, "duration", in.initDur)
 	return in, nil
 }
 

@@ -7,17 +7,27 @@ with slashes or dots ("pkg/app.handler", "pkg.app.handler"), relative to
 LAMBDA_TASK_ROOT, which is put first on sys.path. Standard library only.
 """
 
-import decimal
-import http.client
 import importlib
 import json
 import os
+import socket
 import sys
 import time
-import traceback
+
+# http.client (and the email and ssl modules it pulls in), decimal and
+# traceback cost tens of milliseconds to import: the client below speaks
+# the little HTTP/1.1 the Runtime API needs, and the rest is imported only
+# when used, so a cold start pays for Python itself and the handler.
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
 TASK_ROOT = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
+
+
+class Headers(dict):
+    """Response headers; get() ignores case."""
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
 
 
 class RuntimeClient:
@@ -26,23 +36,77 @@ class RuntimeClient:
     def __init__(self, address):
         host, _, port = address.rpartition(":")
         self.host, self.port = host or address, int(port or 80)
-        self.conn = None
+        self.sock = None
+        self.rfile = None
+
+    def _connect(self):
+        self.sock = socket.create_connection((self.host, self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def _close(self):
+        for f in (self.rfile, self.sock):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.sock = self.rfile = None
 
     def request(self, method, path, body=None, headers=None):
         for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port)
+            if self.sock is None:
+                self._connect()
             try:
-                self.conn.request(method, "/2018-06-01" + path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                return resp.status, resp.headers, resp.read()
-            except (http.client.HTTPException, ConnectionError):
+                return self._exchange(method, path, body, headers or {})
+            except (OSError, ValueError, EOFError):
                 # A kept-alive connection may have been closed: retry once.
-                self.conn.close()
-                self.conn = None
+                self._close()
                 if attempt == 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _exchange(self, method, path, body, headers):
+        lines = ["%s /2018-06-01%s HTTP/1.1" % (method, path), "Host: %s:%d" % (self.host, self.port)]
+        for k, v in headers.items():
+            lines.append("%s: %s" % (k, v))
+        if body is not None:
+            lines.append("Content-Length: %d" % len(body))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.sock.sendall(head + body if body else head)
+        status_line = self.rfile.readline(65537)
+        if not status_line:
+            raise EOFError("runtime api closed the connection")
+        parts = status_line.split(None, 2)
+        status = int(parts[1])
+        resp_headers = Headers()
+        while True:
+            line = self.rfile.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            resp_headers[name.strip().lower()] = value.strip()
+        if resp_headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = self._read_chunked()
+        else:
+            n = int(resp_headers.get("Content-Length") or 0)
+            data = self.rfile.read(n) if n else b""
+            if len(data) != n:
+                raise EOFError("short body from the runtime api")
+        if resp_headers.get("Connection", "").lower() == "close":
+            self._close()
+        return status, resp_headers, data
+
+    def _read_chunked(self):
+        out = []
+        while True:
+            size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(out)
+            out.append(self.rfile.read(size))
+            self.rfile.readline(65537)
 
     def next(self):
         status, headers, body = self.request("GET", "/runtime/invocation/next")
@@ -75,6 +139,8 @@ def error_json(error):
 
 def error_object(exc, error_type=None, message=None):
     """The Lambda error shape for an exception."""
+    import traceback
+
     tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
     return {
         "errorMessage": message if message is not None else str(exc),
@@ -85,7 +151,8 @@ def error_object(exc, error_type=None, message=None):
 
 class _Encoder(json.JSONEncoder):
     def default(self, o):
-        if isinstance(o, decimal.Decimal):
+        decimal = sys.modules.get("decimal")  # a Decimal exists only if decimal was imported
+        if decimal is not None and isinstance(o, decimal.Decimal):
             return int(o) if o == o.to_integral_value() else float(o)
         return super().default(o)
 
