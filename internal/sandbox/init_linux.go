@@ -288,15 +288,20 @@ func dropBoundingSet() error {
 
 // dropPrivileges becomes the function's uid and gid with no supplementary
 // groups; changing from uid 0 clears every capability.
+//
+// The calls change only the calling thread's credentials (raw syscalls, not
+// Go's all-threads variants, which signal every thread and cost about a
+// millisecond here). That is enough: this thread is locked and is the one
+// that execs, and after execve the process is that single thread.
 func dropPrivileges() error {
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+		return fmt.Errorf("setgroups: %w", e)
 	}
-	if err := syscall.Setresgid(sandboxUID, sandboxUID, sandboxUID); err != nil {
-		return fmt.Errorf("setresgid: %w", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, sandboxUID, sandboxUID, sandboxUID); e != 0 {
+		return fmt.Errorf("setresgid: %w", e)
 	}
-	if err := syscall.Setresuid(sandboxUID, sandboxUID, sandboxUID); err != nil {
-		return fmt.Errorf("setresuid: %w", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, sandboxUID, sandboxUID, sandboxUID); e != 0 {
+		return fmt.Errorf("setresuid: %w", e)
 	}
 	return nil
 }
