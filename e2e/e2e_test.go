@@ -279,6 +279,25 @@ func TestPlatform(t *testing.T) {
 		}
 	})
 
+	t.Run("a config change reaches new instances", func(t *testing.T) {
+		envOf := func() string {
+			_, body := s.invoke("probe", map[string]string{"op": "env"}, "")
+			return string(body)
+		}
+		if strings.Contains(envOf(), "STAGE=") {
+			t.Fatal("STAGE is set before the change")
+		}
+		resp, body := s.do("PUT", "/v1/functions/probe", strings.NewReader(
+			`{"runtime":"lambda","timeout":"2s","scale":{"max":6,"idle":"1s"},"env":{"STAGE":"two"}}`),
+			true, "Content-Type", "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("config update: %d %s", resp.StatusCode, body)
+		}
+		if got := envOf(); !strings.Contains(got, "STAGE=two") {
+			t.Fatalf("after the change the function still sees %s", got)
+		}
+	})
+
 	t.Run("versions and aliases", func(t *testing.T) {
 		s.mustCLI("publish", "hello-node")
 		s.mustCLI("alias", "set", "hello-node", "prod", "1")
