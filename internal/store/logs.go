@@ -92,13 +92,27 @@ type logItem struct {
 // still queued then are counted as dropped.
 func (s *Store) publishLogs() {
 	var batch logBatch
+	window := time.NewTimer(time.Hour)
+	window.Stop()
 	for {
 		select {
 		case it := <-s.logQueue:
 			batch.add(s, it)
-			// Take what else is already queued: lines of one function
-			// share a message, so a busy node stores far fewer messages.
-			for more := true; more && batch.n < maxLogBatch; {
+			// Let the lines of the next few milliseconds gather: one wake-up
+			// and one message per window instead of one per line, which
+			// keeps the publisher off the invoke path's CPUs. A flush
+			// marker ends the window at once.
+			if it.flushed == nil {
+				window.Reset(logGather)
+				select {
+				case <-window.C:
+				case <-s.flushNow:
+					window.Stop()
+				case <-s.done:
+					window.Stop()
+				}
+			}
+			for more := true; more; {
 				select {
 				case it := <-s.logQueue:
 					batch.add(s, it)
@@ -124,6 +138,9 @@ func (s *Store) publishLogs() {
 		}
 	}
 }
+
+// logGather is how long the publisher gathers lines before storing them.
+const logGather = 2 * time.Millisecond
 
 // maxLogBatch bounds the lines the publisher takes at once.
 const maxLogBatch = 256
@@ -152,7 +169,7 @@ func (b *logBatch) add(s *Store, it logItem) {
 		return
 	}
 	subject := logSubjectPrefix + it.line.Tenant + "." + it.line.Function
-	if subject != b.subject {
+	if subject != b.subject || len(b.buf)+len(line) > s.logBatchBytes {
 		b.publish(s)
 		b.subject = subject
 	}
@@ -186,6 +203,10 @@ func (s *Store) FlushLogs(ctx context.Context) error {
 	marker := logItem{flushed: make(chan struct{})}
 	select {
 	case s.logQueue <- marker:
+		select {
+		case s.flushNow <- struct{}{}:
+		default:
+		}
 	case <-s.done:
 		return errors.New("flush logs: store closed")
 	case <-ctx.Done():

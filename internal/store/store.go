@@ -143,10 +143,14 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	logQueue    chan logItem
-	logQueued   atomic.Int64 // bytes of text in logQueue
-	logsClosed  atomic.Bool
-	logsDropped atomic.Uint64
+	logQueue chan logItem
+	flushNow chan struct{} // FlushLogs ends the publisher's gathering window
+	// logBatchBytes caps one log message: 64 KiB, or an eighth of a
+	// small stream bound so a batch always fits.
+	logBatchBytes int
+	logQueued     atomic.Int64 // bytes of text in logQueue
+	logsClosed    atomic.Bool
+	logsDropped   atomic.Uint64
 }
 
 // Open starts the embedded server unless cfg.NATSURL is set, connects, and
@@ -165,6 +169,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		done:     make(chan struct{}),
 		tmpDir:   os.TempDir(),
 		logQueue: make(chan logItem, logQueueLines),
+		flushNow: make(chan struct{}, 1),
+
+		logBatchBytes: int(min(64<<10, cfg.LogMaxBytes/8)),
 	}
 	if cfg.DataDir != "" {
 		s.tmpDir = filepath.Join(cfg.DataDir, "tmp")
