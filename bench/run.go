@@ -164,7 +164,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		for i := 0; i <= coldRuns[kind]; i++ {
 			// Give the executor time to refill its pre-warmed sandboxes, as
 			// it would between cold starts that are not back to back.
-			time.Sleep(30 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 			start := time.Now()
 			if err := invoke(fmt.Sprintf("cold-%s-%d", kind, i))(); err != nil {
 				return fmt.Errorf("cold start %s %d: %w", kind, i, err)

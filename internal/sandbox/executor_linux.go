@@ -197,10 +197,26 @@ func (e *Executor) Run(ctx context.Context) error {
 		case <-e.quit:
 			return nil
 		case <-e.refill:
+			// Preparing a sandbox takes a few milliseconds of CPU; while
+			// others are still ready, let the instance just taken finish
+			// starting first.
+			if len(e.warm) > 0 {
+				retry.Reset(refillDelay)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-e.quit:
+					return nil
+				case <-retry.C:
+				}
+			}
 		case <-retry.C:
 		}
 	}
 }
+
+// refillDelay is how long a refill waits while prepared sandboxes remain.
+const refillDelay = 25 * time.Millisecond
 
 func (e *Executor) drainWarm() {
 	for {
