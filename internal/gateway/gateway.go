@@ -172,9 +172,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt 
 	}
 	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, ID: id, TraceID: traceID(r)}
 	if rt == fn.RuntimeHTTP {
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = path
-		r2.URL.RawPath = ""
+		// A shallow copy with its own URL: only the path changes.
+		r2 := new(http.Request)
+		*r2 = *r
+		u := *r.URL
+		u.Path, u.RawPath = path, ""
+		r2.URL = &u
 		if err := g.cfg.Invoker.ServeHTTP(w, r2, req); err != nil {
 			g.writeError(w, id, err)
 		}

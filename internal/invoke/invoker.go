@@ -458,6 +458,9 @@ type run struct {
 	cold     bool
 	tailOn   bool
 	tail     []byte
+	// alone is true when no other request shared the instance at the
+	// start, so its output lines are attributed to this invocation.
+	alone bool
 }
 
 func (iv *Invoker) begin(t *target, in *instance, id string, tail bool) *run {
@@ -465,6 +468,7 @@ func (iv *Invoker) begin(t *target, in *instance, id string, tail bool) *run {
 	r.deadline = r.start.Add(t.cfg.Timeout.D())
 	r.cold = !in.used.Swap(true)
 	if in.inflight.Add(1) == 1 {
+		r.alone = true
 		in.sink.begin(id, tail)
 	} else {
 		in.sink.begin("", false) // several in flight: lines are not attributable
@@ -477,8 +481,11 @@ func (iv *Invoker) begin(t *target, in *instance, id string, tail bool) *run {
 // writes the END/REPORT lines. It returns a replacement result for
 // platform-made errors (timeout, crash), or an internal error.
 func (iv *Invoker) finish(t *target, lease *scale.Lease, in *instance, r *run, err error) (*fn.Result, error) {
-	in.captures[0].sync()
-	in.captures[1].sync()
+	if r.alone {
+		// Lines written before the answer belong to this invocation.
+		in.captures[0].sync()
+		in.captures[1].sync()
+	}
 	var result *fn.Result
 	var internal error
 	if err != nil {
