@@ -189,16 +189,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	warmLat := latencies(o.warm, invoke("echo"))
-	cpuBefore := bootstrapCPU()
+	cpuBefore := functionCPU()
 	warmRPS := throughput(32, o.duration, invoke("echo"))
-	if os.Getenv("XX_STATS") != "" {
-		fmt.Fprintf(out, "bootstrap CPU per request: %v\n", time.Duration(float64(bootstrapCPU()-cpuBefore)/(warmRPS*o.duration.Seconds())))
-	}
-	if os.Getenv("XX_STATS") != "" {
-		resp, _ := hc.Get(srv.URL() + "/v1/functions/echo/instances")
-		b, _ := io.ReadAll(resp.Body)
-		fmt.Fprintln(out, string(b))
-	}
+	fnCPU := time.Duration(float64(functionCPU()-cpuBefore) / (warmRPS * o.duration.Seconds()))
 	httpURL := srv.URL() + "/fn/httpecho/"
 	if err := get(httpURL)(); err != nil {
 		return err
@@ -229,6 +222,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			value: fmt.Sprintf("%.0f req/s", warmRPS), target: ">= 10,000 req/s (aim 15,000)",
 			floor: fmt.Sprintf("loopback HTTP %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", warmRPS/directRPS),
 			ok: warmRPS >= 10000},
+		{name: "diagnostic: CPU the Go function's processes spend per request at c=32",
+			value: us(fnCPU), target: "report", floor: "-", ratio: "-", ok: true},
 		{name: "http runtime vs direct, c=1",
 			value:  fmt.Sprintf("p50 %s, p99 %s", us(pct(httpLat, 50)), us(pct(httpLat, 99))),
 			target: "p50 <= 2x direct", floor: "direct " + us(pct(directLat, 50)),
@@ -378,7 +373,9 @@ func ratio(a, b time.Duration) string {
 	return fmt.Sprintf("%.2fx", float64(a)/float64(b))
 }
 
-func bootstrapCPU() time.Duration {
+// functionCPU sums the user and system CPU time of every process named
+// bootstrap (the functions' executables), from /proc.
+func functionCPU() time.Duration {
 	var total int64
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
