@@ -63,11 +63,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		var tags []string
+		var target build.Target
 		if name == "echo" {
-			tags = []string{"lambda.norpc"}
+			target.Tags = []string{"lambda.norpc"}
 		}
-		if err := build.Go(ctx, build.Config{}, filepath.Join("bench", "testdata", name), dir, "bootstrap", tags...); err != nil {
+		if err := build.Go(ctx, build.Config{}, filepath.Join("bench", "testdata", name), dir, "bootstrap", target); err != nil {
 			return fmt.Errorf("build %s (run from the repository root): %w", name, err)
 		}
 		bins[name] = dir

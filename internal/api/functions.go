@@ -197,7 +197,7 @@ func (a *API) prepareCode(ctx context.Context, tmp string, cfg *fn.Config, part 
 		return "", err
 	}
 	root := tree
-	if build.IsGoSource(tree) && (cfg.Runtime == fn.RuntimeLambda || cfg.Runtime == fn.RuntimeHTTP) {
+	if build.IsGoSource(tree) && (cfg.Runtime == fn.RuntimeLambda || cfg.Runtime == fn.RuntimeHTTP || cfg.Runtime == fn.RuntimeWasm) {
 		if _, err := os.Lstat(filepath.Join(tree, cfg.Handler)); err == nil {
 			return "", fn.Invalid("the code has both go.mod and a %q file: send source (Aloft builds it) or a built %q, not both", cfg.Handler, cfg.Handler)
 		}
@@ -205,11 +205,14 @@ func (a *API) prepareCode(ctx context.Context, tmp string, cfg *fn.Config, part 
 		if err := os.Mkdir(out, 0o755); err != nil {
 			return "", fmt.Errorf("deploy: %w", err)
 		}
-		var tags []string
-		if cfg.Runtime == fn.RuntimeLambda {
-			tags = append(tags, "lambda.norpc")
+		var target build.Target
+		switch cfg.Runtime {
+		case fn.RuntimeLambda:
+			target.Tags = []string{"lambda.norpc"}
+		case fn.RuntimeWasm:
+			target.Wasm, target.Reactor = true, build.HasWasmExports(tree)
 		}
-		if err := build.Go(ctx, a.cfg.Build, tree, out, cfg.Handler, tags...); err != nil {
+		if err := build.Go(ctx, a.cfg.Build, tree, out, cfg.Handler, target); err != nil {
 			return "", err
 		}
 		root = out
@@ -243,6 +246,16 @@ func checkHandler(root string, cfg *fn.Config) error {
 		}
 		if st.Mode().Perm()&0o111 == 0 {
 			return fn.Invalid("%q in the code is not executable: chmod +x it before packing", cfg.Handler)
+		}
+	case fn.RuntimeWasm:
+		b := make([]byte, 4)
+		f, err := os.Open(filepath.Join(root, cfg.Handler))
+		if err == nil {
+			_, err = io.ReadFull(f, b)
+			f.Close()
+		}
+		if err != nil || string(b) != "\x00asm" {
+			return fn.Invalid("the code has no WebAssembly module %q: build one (GOOS=wasip1 GOARCH=wasm) or send Go source with a go.mod", cfg.Handler)
 		}
 	case fn.RuntimeNode:
 		file, _ := splitHandler(cfg.Handler)

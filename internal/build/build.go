@@ -38,11 +38,23 @@ func IsGoSource(dir string) bool {
 // maxBuildOutput bounds the compiler output quoted back to the user.
 const maxBuildOutput = 4096
 
-// Go builds the main package at the root of src into out/name as a static
-// linux binary for this machine's architecture. Tags are passed to -tags.
-// A compile error is returned as a client-facing fn.Error quoting the
-// compiler's output; a missing toolchain or timeout as an internal error.
-func Go(ctx context.Context, cfg Config, src, out, name string, tags ...string) error {
+// Target says what to build for. The zero value is a static Linux
+// executable for this machine's architecture.
+type Target struct {
+	// Wasm builds a WebAssembly module (GOOS=wasip1 GOARCH=wasm).
+	Wasm bool
+	// Reactor builds a WebAssembly reactor (-buildmode=c-shared): a module
+	// that exports functions instead of running _start.
+	Reactor bool
+	// Tags are passed to -tags.
+	Tags []string
+}
+
+// Go builds the main package at the root of src into out/name for the
+// target. A compile error is returned as a client-facing fn.Error quoting
+// the compiler's output; a missing toolchain or timeout as an internal
+// error.
+func Go(ctx context.Context, cfg Config, src, out, name string, target Target) error {
 	gobin, err := goCommand(cfg.Go)
 	if err != nil {
 		return err
@@ -54,13 +66,20 @@ func Go(ctx context.Context, cfg Config, src, out, name string, tags ...string) 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", filepath.Join(out, name)}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
+	if len(target.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(target.Tags, ","))
+	}
+	goos, goarch := "linux", runtime.GOARCH
+	if target.Wasm {
+		goos, goarch = "wasip1", "wasm"
+		if target.Reactor {
+			args = append(args, "-buildmode=c-shared")
+		}
 	}
 	args = append(args, ".")
 	cmd := exec.CommandContext(ctx, gobin, args...)
 	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH, "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=mod", "GOWORK=off")
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	var output bytes.Buffer
 	cmd.Stdout = &output
@@ -81,6 +100,19 @@ func Go(ctx context.Context, cfg Config, src, out, name string, tags ...string) 
 		return fn.Invalid("building the Go source failed; fix the code and deploy again:\n%s", msg)
 	}
 	return nil
+}
+
+// HasWasmExports reports whether any Go file at the root of src declares a
+// //go:wasmexport function: such a module is built as a reactor.
+func HasWasmExports(src string) bool {
+	files, _ := filepath.Glob(filepath.Join(src, "*.go"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.Contains(string(b), "//go:wasmexport ") {
+			return true
+		}
+	}
+	return false
 }
 
 func goCommand(configured string) (string, error) {

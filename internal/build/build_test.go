@@ -31,7 +31,7 @@ func TestGoBuildsStaticBinary(t *testing.T) {
 		t.Fatal("IsGoSource = false for a dir with go.mod")
 	}
 	out := t.TempDir()
-	if err := Go(context.Background(), Config{}, src, out, "bootstrap"); err != nil {
+	if err := Go(context.Background(), Config{}, src, out, "bootstrap", Target{}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := exec.Command(filepath.Join(out, "bootstrap")).Output()
@@ -49,7 +49,7 @@ func TestGoBuildsStaticBinary(t *testing.T) {
 
 func TestGoCompileErrorIsClientError(t *testing.T) {
 	src := writeModule(t, "package main\n\nfunc main() { undefinedThing() }\n")
-	err := Go(context.Background(), Config{}, src, t.TempDir(), "bootstrap")
+	err := Go(context.Background(), Config{}, src, t.TempDir(), "bootstrap", Target{})
 	var fe *fn.Error
 	if !errors.As(err, &fe) || fe.Status != http.StatusBadRequest {
 		t.Fatalf("err = %v, want a 400 fn.Error", err)
@@ -62,5 +62,23 @@ func TestGoCompileErrorIsClientError(t *testing.T) {
 func TestIsGoSourceWithoutGoMod(t *testing.T) {
 	if IsGoSource(t.TempDir()) {
 		t.Fatal("IsGoSource = true for an empty dir")
+	}
+}
+
+func TestGoBuildsWasmReactor(t *testing.T) {
+	src := writeModule(t, "package main\n\n//go:wasmexport answer\nfunc answer() int32 { return 42 }\n\nfunc main() {}\n")
+	if !HasWasmExports(src) {
+		t.Fatal("HasWasmExports = false for a file with //go:wasmexport")
+	}
+	out := t.TempDir()
+	if err := Go(context.Background(), Config{}, src, out, "main.wasm", Target{Wasm: true, Reactor: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "main.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 8 || string(b[:4]) != "\x00asm" {
+		t.Fatalf("output is not a wasm module: % x", b[:min(8, len(b))])
 	}
 }

@@ -69,6 +69,7 @@ func TestNormalizeDefaults(t *testing.T) {
 		{RuntimeHTTP, "bootstrap", DefaultHTTPConc},
 		{RuntimeNode, "index.handler", 1},
 		{RuntimePython, "app.handler", 1},
+		{RuntimeWasm, "main.wasm", 1},
 	} {
 		c := Config{Name: "f", Runtime: tt.rt}
 		c.Normalize()

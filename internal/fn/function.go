@@ -21,7 +21,17 @@ const (
 	RuntimePython Runtime = "python"
 	// RuntimeHTTP runs any program that serves HTTP on $PORT.
 	RuntimeHTTP Runtime = "http"
+	// RuntimeWasm runs a WebAssembly module: a WASI command module (the
+	// WAGI/CGI contract, a fresh instance per request) or a reactor module
+	// exporting Aloft's handler ABI (reused instances).
+	RuntimeWasm Runtime = "wasm"
 )
+
+// OneRequestPerInstance reports whether an instance of the runtime serves
+// one request at a time (its concurrency is fixed at 1).
+func (r Runtime) OneRequestPerInstance() bool {
+	return r.EventStyle() || r == RuntimeWasm
+}
 
 // EventStyle reports whether the runtime takes Lambda-style events (as
 // opposed to raw HTTP requests).
@@ -127,6 +137,8 @@ func (c *Config) Normalize() {
 		switch c.Runtime {
 		case RuntimeLambda, RuntimeHTTP:
 			c.Handler = "bootstrap"
+		case RuntimeWasm:
+			c.Handler = "main.wasm"
 		case RuntimeNode:
 			c.Handler = "index.handler"
 		case RuntimePython:
@@ -144,11 +156,11 @@ func (c *Config) Validate() error {
 		add("%s", err.Error())
 	}
 	switch c.Runtime {
-	case RuntimeLambda, RuntimeNode, RuntimePython, RuntimeHTTP:
+	case RuntimeLambda, RuntimeNode, RuntimePython, RuntimeHTTP, RuntimeWasm:
 	case "":
-		add("runtime is missing: use one of lambda, node, python, http")
+		add("runtime is missing: use one of lambda, node, python, http, wasm")
 	default:
-		add("runtime %q is unknown: use one of lambda, node, python, http", c.Runtime)
+		add("runtime %q is unknown: use one of lambda, node, python, http, wasm", c.Runtime)
 	}
 	if c.MemoryMB < MinMemoryMB || c.MemoryMB > MaxMemoryMB {
 		add("memory %d MB is out of range: use %d-%d", c.MemoryMB, MinMemoryMB, MaxMemoryMB)
@@ -156,7 +168,7 @@ func (c *Config) Validate() error {
 	if t := c.Timeout.D(); t < MinTimeout || t > MaxTimeout {
 		add("timeout %s is out of range: use 1s-15m", t)
 	}
-	if c.Runtime.EventStyle() && c.Concurrency != 1 {
+	if c.Runtime.OneRequestPerInstance() && c.Concurrency != 1 {
 		add("concurrency %d is not allowed for runtime %s: it serves one request per instance (use 1)", c.Concurrency, c.Runtime)
 	}
 	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
@@ -206,9 +218,9 @@ func validateHandler(rt Runtime, h string) error {
 		if !handlerRE.MatchString(h) || strings.Contains(h, "..") || strings.HasPrefix(h, "/") {
 			return errors.New("handler " + fmt.Sprintf("%q", h) + " is invalid: use file.function, e.g. index.handler")
 		}
-	case RuntimeLambda, RuntimeHTTP:
+	case RuntimeLambda, RuntimeHTTP, RuntimeWasm:
 		if strings.Contains(h, "..") || strings.HasPrefix(h, "/") {
-			return fmt.Errorf("handler %q is invalid: name an executable inside the code package", h)
+			return fmt.Errorf("handler %q is invalid: name a file inside the code package", h)
 		}
 	}
 	return nil
