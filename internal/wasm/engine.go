@@ -1,0 +1,290 @@
+package wasm
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"aloft/internal/fn"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// CacheDir holds the on-disk compilation cache; "" keeps compiled code
+	// in memory only.
+	CacheDir string
+	Logger   *slog.Logger
+}
+
+// Kind says how a module is run.
+type Kind int
+
+const (
+	// KindCommand exports _start: a WAGI/CGI handler, a fresh instance per request.
+	KindCommand Kind = iota + 1
+	// KindReactor exports the Aloft reactor ABI: instances are reused.
+	KindReactor
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindCommand:
+		return "command"
+	case KindReactor:
+		return "reactor"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// CacheStats counts how this Engine's Compile calls got their code.
+type CacheStats struct {
+	Compiled  int // compiled from the wasm bytes
+	FromCache int // loaded from the on-disk compilation cache
+}
+
+// Engine compiles and runs modules. One wazero runtime serves every
+// module and every memory cap: the cap is enforced per instance by the
+// memory allocator (see memory.go), so one compiled module serves all.
+type Engine struct {
+	log      *slog.Logger
+	cache    wazero.CompilationCache
+	cacheDir string // wazero's versioned subdirectory of Config.CacheDir, or ""
+	rt       wazero.Runtime
+
+	compileMu sync.Mutex // serializes compiles, so cache-file counting is exact
+
+	mu      sync.Mutex
+	modules map[string]*entry
+	stats   CacheStats
+}
+
+type entry struct {
+	done chan struct{}
+	mod  *Module
+	err  error
+}
+
+// New starts an Engine. Close releases it.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{log: log, modules: make(map[string]*entry)}
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("open wasm compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		e.cache = c
+		// wazero keeps its files in one versioned subdirectory.
+		dirs, _ := filepath.Glob(filepath.Join(cfg.CacheDir, "wazero-*"))
+		if len(dirs) == 1 {
+			e.cacheDir = dirs[0]
+		}
+	} else {
+		e.cache = wazero.NewCompilationCache()
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(e.cache).
+		WithCloseOnContextDone(true)
+	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
+		_ = e.rt.Close(ctx)
+		_ = e.cache.Close(ctx)
+		return nil, fmt.Errorf("instantiate wasi: %w", err)
+	}
+	return e, nil
+}
+
+// Close closes every compiled module and the runtime. Instances still
+// running are closed too.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.modules = make(map[string]*entry)
+	e.mu.Unlock()
+	err := e.rt.Close(ctx)
+	if cerr := e.cache.Close(ctx); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("close wasm engine: %w", err)
+	}
+	return nil
+}
+
+// CacheStats reports how this Engine's compiles were served.
+func (e *Engine) CacheStats() CacheStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+// Module returns the compiled module for key, or nil if it has not been
+// compiled in this process (or was forgotten).
+func (e *Engine) Module(key string) *Module {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.modules[key]
+	if en == nil {
+		return nil
+	}
+	select {
+	case <-en.done:
+		return en.mod
+	default:
+		return nil
+	}
+}
+
+// Forget drops the compiled module for key from memory (the disk cache
+// keeps it). Instances already running finish normally; a compile of key
+// in flight returns an error.
+func (e *Engine) Forget(key string) {
+	e.mu.Lock()
+	en := e.modules[key]
+	delete(e.modules, key)
+	e.mu.Unlock()
+	if en == nil {
+		return
+	}
+	select {
+	case <-en.done:
+		if en.mod != nil {
+			_ = en.mod.compiled.Close(context.Background())
+		}
+	default: // the compile in flight sees it was forgotten and closes it
+	}
+}
+
+// Compile compiles wasm (or loads it from the compilation cache) and keeps
+// the result in memory under key, the code's sha256 in hex. Concurrent
+// calls for one key compile once; a key already compiled returns at once.
+//
+// Errors: a module that is not valid WebAssembly, imports anything but
+// wasi_snapshot_preview1, or is neither a command nor a reactor is a
+// client-facing *fn.Error (fn.Invalid); ctx ending while waiting for
+// another caller's compile returns ctx.Err().
+func (e *Engine) Compile(ctx context.Context, key string, wasm []byte) (*Module, error) {
+	e.mu.Lock()
+	if en := e.modules[key]; en != nil {
+		e.mu.Unlock()
+		select {
+		case <-en.done:
+			return en.mod, en.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("compile wasm %s: %w", key, ctx.Err())
+		}
+	}
+	en := &entry{done: make(chan struct{})}
+	e.modules[key] = en
+	e.mu.Unlock()
+
+	mod, err := e.compile(ctx, key, wasm)
+	e.mu.Lock()
+	switch {
+	case err != nil && e.modules[key] == en:
+		delete(e.modules, key) // let a later deploy try again
+	case err == nil && e.modules[key] != en:
+		_ = mod.compiled.Close(ctx)
+		mod, err = nil, fmt.Errorf("compile wasm %s: forgotten while compiling", key)
+	}
+	en.mod, en.err = mod, err
+	e.mu.Unlock()
+	close(en.done)
+	return mod, err
+}
+
+func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module, error) {
+	e.compileMu.Lock()
+	defer e.compileMu.Unlock()
+	before := e.cacheFiles()
+	cm, err := e.rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fn.Invalid("the code is not a valid WebAssembly module: %v", err)
+	}
+	fromCache := e.cacheDir != "" && e.cacheFiles() == before
+	kind, err := classify(cm)
+	if err != nil {
+		_ = cm.Close(ctx)
+		return nil, err
+	}
+	e.mu.Lock()
+	if fromCache {
+		e.stats.FromCache++
+	} else {
+		e.stats.Compiled++
+	}
+	e.mu.Unlock()
+	e.log.Debug("wasm module compiled", "module", key, "kind", kind.String(), "from_cache", fromCache)
+	return newModule(e, key, cm, kind), nil
+}
+
+// cacheFiles counts the entries of the on-disk cache; a compile that adds
+// none was served from it. Compiles are serialized, so the count is exact
+// as long as one Engine uses the directory at a time.
+func (e *Engine) cacheFiles() int {
+	if e.cacheDir == "" {
+		return 0
+	}
+	ents, err := os.ReadDir(e.cacheDir)
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// classify checks the imports and detects the kind from the exports.
+func classify(cm wazero.CompiledModule) (Kind, error) {
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if mod != wasi_snapshot_preview1.ModuleName {
+			return 0, fn.Invalid("the WebAssembly module imports %s.%s: only %s (WASI preview1) is available", mod, name, wasi_snapshot_preview1.ModuleName)
+		}
+	}
+	for _, m := range cm.ImportedMemories() {
+		mod, name, _ := m.Import()
+		return 0, fn.Invalid("the WebAssembly module imports memory %s.%s: it must define and export its own", mod, name)
+	}
+	ex := cm.ExportedFunctions()
+	if hasSig(ex, "aloft_alloc", []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}) &&
+		hasSig(ex, "aloft_handle", []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}) {
+		if _, ok := cm.ExportedMemories()["memory"]; !ok {
+			return 0, fn.Invalid("the WebAssembly reactor does not export its memory as \"memory\"")
+		}
+		return KindReactor, nil
+	}
+	if hasSig(ex, "_start", nil, nil) {
+		return KindCommand, nil
+	}
+	return 0, fn.Invalid("the WebAssembly module is neither a command nor a reactor: " +
+		"a command (WAGI/CGI) exports _start and writes a CGI response on stdout (e.g. Go's net/http/cgi.Serve built with GOOS=wasip1); " +
+		"a reactor exports memory, aloft_alloc(i32) -> i32 and aloft_handle(i32, i32) -> i64 (the Aloft reactor ABI)")
+}
+
+func hasSig(ex map[string]api.FunctionDefinition, name string, params, results []api.ValueType) bool {
+	d, ok := ex[name]
+	if !ok {
+		return false
+	}
+	return sameTypes(d.ParamTypes(), params) && sameTypes(d.ResultTypes(), results)
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

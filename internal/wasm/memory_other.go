@@ -1,0 +1,7 @@
+//go:build !linux
+
+package wasm
+
+func mmapReserve(uint64) []byte { return nil }
+
+func munmap([]byte) {}

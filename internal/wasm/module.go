@@ -1,0 +1,245 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+)
+
+// MaxResponseBytes caps what a module may write as its response (Lambda's
+// synchronous payload limit).
+const MaxResponseBytes = 6 << 20
+
+// Module is a compiled module, kept in memory by its Engine.
+type Module struct {
+	e        *Engine
+	key      string
+	compiled wazero.CompiledModule
+	kind     Kind
+	minPages uint32 // the initial size of its memory
+}
+
+func newModule(e *Engine, key string, cm wazero.CompiledModule, kind Kind) *Module {
+	m := &Module{e: e, key: key, compiled: cm, kind: kind}
+	for _, d := range cm.ExportedMemories() {
+		m.minPages = d.Min()
+	}
+	return m
+}
+
+// Kind reports whether the module is a command or a reactor.
+func (m *Module) Kind() Kind { return m.kind }
+
+// Limits are the resources and I/O of one instance.
+type Limits struct {
+	MemoryMB int               // memory cap (0 = DefaultMemoryMB)
+	Env      map[string]string // the function's environment
+	CodeDir  string            // mounted read-only at /var/task ("" = none)
+	Stderr   io.Writer         // the module's stderr (function logs); nil = discard
+	Stdout   io.Writer         // reactor modules only: stdout (logs); nil = discard
+}
+
+// config is the module configuration common to both kinds.
+func (m *Module) config(lim Limits) wazero.ModuleConfig {
+	fsc := wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(newMemFS(tmpLimit(lim.MemoryMB)), "/tmp")
+	if lim.CodeDir != "" {
+		fsc = fsc.WithReadOnlyDirMount(lim.CodeDir, "/var/task")
+	}
+	stderr := lim.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	return wazero.NewModuleConfig().
+		WithName("").
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithFSConfig(fsc).
+		WithStderr(stderr)
+}
+
+// checkMemory fails before instantiation when the module's initial memory
+// is already over the cap.
+func (m *Module) checkMemory(mem *cappedMemory) error {
+	if uint64(m.minPages)*pageSize > mem.limit {
+		return &FunctionError{Type: ErrOutOfMemory, Message: fmt.Sprintf(
+			"the module's initial memory (%d MB) is over its %d MB cap", uint64(m.minPages)*pageSize>>20, mem.limit>>20)}
+	}
+	return nil
+}
+
+// ServeCGI runs the command module once for r, in a fresh instance, and
+// writes its CGI response to w. scriptName is the path prefix the function
+// is mounted at (SCRIPT_NAME); r.URL.Path must start with it. ctx bounds
+// the run: its deadline closes the instance.
+//
+// Errors, with nothing written to w: *FunctionError for a trap or an exit
+// code other than 0 (Runtime.ExitError), the deadline (Sandbox.Timedout),
+// memory over the cap (Runtime.OutOfMemory), output that is not a CGI
+// response with Content-Type or Location (Function.InvalidResponse) or is
+// over MaxResponseBytes (Function.ResponseSizeTooLarge). ctx canceled
+// returns an error wrapping context.Canceled; reading the body fails with
+// the body's error; calling it on a reactor module is an error.
+func (m *Module) ServeCGI(ctx context.Context, w http.ResponseWriter, r *http.Request, scriptName string, lim Limits) error {
+	if m.kind != KindCommand {
+		return fmt.Errorf("serve cgi: module %s is a %s", m.key, m.kind)
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return fmt.Errorf("serve cgi: read request body: %w", err)
+	}
+	mem := newCappedMemory(lim.MemoryMB)
+	if err := m.checkMemory(mem); err != nil {
+		return err
+	}
+	out := &limitedBuffer{max: MaxResponseBytes}
+	cfg := m.config(lim).
+		WithArgs(cgiArgs(r, scriptName)...).
+		WithStdin(bytes.NewReader(body)).
+		WithStdout(out)
+	for k, v := range cgiEnv(r, scriptName, len(body), lim.Env) {
+		cfg = cfg.WithEnv(k, v)
+	}
+	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	if mod != nil {
+		_ = mod.Close(ctx)
+	}
+	mem.Free()
+	if err != nil {
+		return runError(ctx, err, mem)
+	}
+	if out.over {
+		return &FunctionError{Type: ErrResponseTooBig, Message: fmt.Sprintf("the response is over %d bytes", MaxResponseBytes)}
+	}
+	status, h, respBody, err := parseCGI(out.Bytes())
+	if err != nil {
+		return &FunctionError{Type: ErrInvalidResponse, Message: err.Error()}
+	}
+	maps.Copy(w.Header(), h)
+	w.WriteHeader(status)
+	_, _ = w.Write(respBody) // a client gone is not the function's failure
+	return nil
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	return io.ReadAll(r.Body)
+}
+
+// cgiArgs is argv: SCRIPT_NAME, then the query parameters as WAGI passes
+// them (each "key=value" or "key", split on &).
+func cgiArgs(r *http.Request, scriptName string) []string {
+	args := []string{scriptName}
+	if q := r.URL.RawQuery; q != "" {
+		for p := range strings.SplitSeq(q, "&") {
+			if p == "" {
+				continue
+			}
+			if u, err := url.QueryUnescape(p); err == nil {
+				p = u
+			}
+			args = append(args, p)
+		}
+	}
+	return args
+}
+
+// cgiEnv is the function's environment plus the request's CGI 1.1 and WAGI
+// meta-variables (which win over the function's on a clash).
+func cgiEnv(r *http.Request, scriptName string, bodyLen int, fnEnv map[string]string) map[string]string {
+	env := make(map[string]string, len(fnEnv)+len(r.Header)+24)
+	maps.Copy(env, fnEnv)
+	for k, vs := range r.Header {
+		k = strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
+		if k == "PROXY" { // httpoxy: never let a client set HTTP_PROXY
+			continue
+		}
+		env["HTTP_"+k] = strings.Join(vs, ", ")
+	}
+	env["HTTP_HOST"] = r.Host
+	host, port := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	if port == "" {
+		port = "80"
+		if r.TLS != nil {
+			port = "443"
+		}
+	}
+	remoteAddr, remotePort := r.RemoteAddr, ""
+	if h, p, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		remoteAddr, remotePort = h, p
+	}
+	rawPath := r.URL.EscapedPath()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+		env["HTTPS"] = "on"
+	}
+	pathInfo := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(scriptName, "/"))
+	rawPathInfo := strings.TrimPrefix(rawPath, strings.TrimSuffix(scriptName, "/"))
+	matched := strings.TrimSuffix(scriptName, "/") + "/..."
+	for k, v := range map[string]string{
+		"GATEWAY_INTERFACE": "CGI/1.1",
+		"SERVER_PROTOCOL":   "HTTP/1.1",
+		"SERVER_SOFTWARE":   "Aloft",
+		"REQUEST_METHOD":    r.Method,
+		"SCRIPT_NAME":       scriptName,
+		"PATH_INFO":         pathInfo,
+		"PATH_TRANSLATED":   pathInfo,
+		"X_RAW_PATH_INFO":   rawPathInfo,
+		"QUERY_STRING":      r.URL.RawQuery,
+		"REQUEST_URI":       r.URL.RequestURI(),
+		"X_MATCHED_ROUTE":   matched,
+		"X_FULL_URL":        scheme + "://" + r.Host + r.URL.RequestURI(),
+		"SERVER_NAME":       host,
+		"SERVER_PORT":       port,
+		"REMOTE_ADDR":       remoteAddr,
+		"REMOTE_HOST":       remoteAddr,
+		"REMOTE_PORT":       remotePort,
+		"CONTENT_LENGTH":    fmt.Sprint(bodyLen),
+		"CONTENT_TYPE":      r.Header.Get("Content-Type"),
+	} {
+		env[k] = v
+	}
+	if bodyLen == 0 {
+		env["CONTENT_LENGTH"] = ""
+	}
+	// Content-Type and Content-Length are their own variables.
+	delete(env, "HTTP_CONTENT_TYPE")
+	delete(env, "HTTP_CONTENT_LENGTH")
+	return env
+}
+
+// limitedBuffer keeps at most max bytes; writes past it fail.
+type limitedBuffer struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+var errTooBig = errors.New("response too large")
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		b.over = true
+		return 0, errTooBig
+	}
+	return b.Buffer.Write(p)
+}
