@@ -10,6 +10,10 @@ import (
 // pageSize is the WebAssembly page size.
 const pageSize = 65536
 
+// mmapThreshold is the initial memory size from which an instance's
+// memory is mmap-backed.
+const mmapThreshold = 1 << 20
+
 // DefaultMemoryMB is the memory cap when Limits.MemoryMB is 0.
 const DefaultMemoryMB = 128
 
@@ -21,9 +25,13 @@ const DefaultMemoryMB = 128
 // memory.grow, and the instance remembers it, so that the failure it causes
 // (a trap, or Go's "out of memory" exit) is reported as Runtime.OutOfMemory.
 //
-// On Linux the memory is one anonymous mapping of the capped size,
-// reserved without committing (MAP_NORESERVE): pages cost memory only when
-// touched, growing never copies, and Free returns everything at once.
+// On Linux a memory that starts at mmapThreshold or more (a Go module's
+// does) is one anonymous mapping of the capped size, reserved without
+// committing (MAP_NORESERVE): pages cost memory only when touched, growing
+// never copies, and Free returns everything at once. Smaller memories are
+// Go slices: a munmap costs tens of microseconds (TLB shootdown), more
+// than a small module's whole run.
+
 type cappedMemory struct {
 	limit   uint64 // bytes
 	refused atomic.Bool
@@ -44,9 +52,9 @@ func newCappedMemory(memoryMB int) *cappedMemory {
 
 // Allocate implements experimental.MemoryAllocator; it is called once per
 // instance (modules have at most one memory).
-func (m *cappedMemory) Allocate(_, maxBytes uint64) experimental.LinearMemory {
+func (m *cappedMemory) Allocate(capBytes, maxBytes uint64) experimental.LinearMemory {
 	reserve := min(maxBytes, m.limit)
-	if reserve > 0 {
+	if capBytes >= mmapThreshold && reserve > 0 {
 		m.mapped = mmapReserve(reserve)
 	}
 	return m
