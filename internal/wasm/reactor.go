@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/tetratelabs/wazero/api"
@@ -184,6 +185,9 @@ func rawRequest(r *http.Request) ([]byte, error) {
 			continue
 		}
 		for _, v := range vs {
+			if strings.ContainsAny(k+v, "\r\n") {
+				continue // a server-parsed request never has these; a built one must not smuggle
+			}
 			b.WriteString(k)
 			b.WriteString(": ")
 			b.WriteString(v)
