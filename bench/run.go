@@ -233,6 +233,19 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			floor: fmt.Sprintf("direct %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", httpRPS/directRPS),
 			ok: httpRPS >= 0.4*directRPS},
 	}
+	fmt.Fprintln(out, "measuring WebAssembly...")
+	wrows, err := wasmRows(ctx, o, work, c, hc, srv.URL(), func(cfg fn.Config, dir string) error {
+		var buf bytes.Buffer
+		if err := archive.Pack(&buf, dir); err != nil {
+			return err
+		}
+		_, _, err := c.Deploy(ctx, cfg, &buf)
+		return err
+	}, pct(directLat, 50))
+	if err != nil {
+		return fmt.Errorf("wasm rows: %w", err)
+	}
+	rows = append(rows, wrows...)
 	printTable(out, rows, o.insecure)
 	return nil
 }

@@ -99,7 +99,7 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) error 
 		return fn.Invalid("bad multipart body: %v", err)
 	}
 	var cfg *fn.Config
-	var pkgPath string
+	var pkgPath, root string
 	tmp, err := os.MkdirTemp(a.cfg.TempDir, "aloft-deploy-")
 	if err != nil {
 		return fmt.Errorf("deploy: %w", err)
@@ -135,7 +135,7 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) error 
 			if pkgPath != "" {
 				return fn.Invalid("multipart body has two \"code\" parts")
 			}
-			pkgPath, err = a.prepareCode(r.Context(), tmp, cfg, part)
+			pkgPath, root, err = a.prepareCode(r.Context(), tmp, cfg, part)
 			if err != nil {
 				return err
 			}
@@ -158,52 +158,63 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) error 
 	if err != nil {
 		return fmt.Errorf("deploy: store code: %w", err)
 	}
+	if cfg.Runtime == fn.RuntimeWasm {
+		// Compile now, never on a request; this also checks the module
+		// follows one of the two contracts.
+		module, err := os.ReadFile(filepath.Join(root, cfg.Handler))
+		if err != nil {
+			return fmt.Errorf("deploy: %w", err)
+		}
+		if err := a.cfg.Invoker.CompileWasm(r.Context(), cfg.Name, sha, cfg.Handler, module); err != nil {
+			return err
+		}
+	}
 	return a.save(w, r, *cfg, sha, size, true)
 }
 
 // prepareCode stores the upload, unpacks it safely, builds Go source,
 // checks the handler and packs the tree canonically. It returns the path of
-// the canonical package.
-func (a *API) prepareCode(ctx context.Context, tmp string, cfg *fn.Config, part io.Reader) (string, error) {
+// the canonical package and the directory it was packed from.
+func (a *API) prepareCode(ctx context.Context, tmp string, cfg *fn.Config, part io.Reader) (pkg, root string, err error) {
 	upload := filepath.Join(tmp, "upload")
 	f, err := os.Create(upload)
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", "", fmt.Errorf("deploy: %w", err)
 	}
 	n, err := io.Copy(f, io.LimitReader(part, a.cfg.Archive.MaxArchive+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", fn.Invalid("reading the code part: %v", err)
+		return "", "", fn.Invalid("reading the code part: %v", err)
 	}
 	if n > a.cfg.Archive.MaxArchive {
-		return "", fn.TooLarge("code package is over %d bytes: make it smaller", a.cfg.Archive.MaxArchive)
+		return "", "", fn.TooLarge("code package is over %d bytes: make it smaller", a.cfg.Archive.MaxArchive)
 	}
 	if n == 0 {
-		return "", fn.Invalid("code part is empty: attach a .zip or .tar.gz of the function's directory")
+		return "", "", fn.Invalid("code part is empty: attach a .zip or .tar.gz of the function's directory")
 	}
 	tree := filepath.Join(tmp, "tree")
 	if err := os.Mkdir(tree, 0o755); err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", "", fmt.Errorf("deploy: %w", err)
 	}
 	f, err = os.Open(upload)
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", "", fmt.Errorf("deploy: %w", err)
 	}
 	err = archive.Extract(f, tree, a.cfg.Archive)
 	f.Close()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	root := tree
+	root = tree
 	if build.IsGoSource(tree) && (cfg.Runtime == fn.RuntimeLambda || cfg.Runtime == fn.RuntimeHTTP || cfg.Runtime == fn.RuntimeWasm) {
 		if _, err := os.Lstat(filepath.Join(tree, cfg.Handler)); err == nil {
-			return "", fn.Invalid("the code has both go.mod and a %q file: send source (Aloft builds it) or a built %q, not both", cfg.Handler, cfg.Handler)
+			return "", "", fn.Invalid("the code has both go.mod and a %q file: send source (Aloft builds it) or a built %q, not both", cfg.Handler, cfg.Handler)
 		}
 		out := filepath.Join(tmp, "built")
 		if err := os.Mkdir(out, 0o755); err != nil {
-			return "", fmt.Errorf("deploy: %w", err)
+			return "", "", fmt.Errorf("deploy: %w", err)
 		}
 		var target build.Target
 		switch cfg.Runtime {
@@ -213,26 +224,26 @@ func (a *API) prepareCode(ctx context.Context, tmp string, cfg *fn.Config, part 
 			target.Wasm, target.Reactor = true, build.HasWasmExports(tree)
 		}
 		if err := build.Go(ctx, a.cfg.Build, tree, out, cfg.Handler, target); err != nil {
-			return "", err
+			return "", "", err
 		}
 		root = out
 	}
 	if err := checkHandler(root, cfg); err != nil {
-		return "", err
+		return "", "", err
 	}
-	pkg := filepath.Join(tmp, "package.tar.gz")
+	pkg = filepath.Join(tmp, "package.tar.gz")
 	f, err = os.Create(pkg)
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", "", fmt.Errorf("deploy: %w", err)
 	}
 	err = archive.Pack(f, root)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("deploy: pack code: %w", err)
+		return "", "", fmt.Errorf("deploy: pack code: %w", err)
 	}
-	return pkg, nil
+	return pkg, root, nil
 }
 
 // checkHandler verifies the code holds what the runtime will start.

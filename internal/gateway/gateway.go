@@ -171,7 +171,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt 
 		}
 	}
 	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, ID: id, TraceID: traceID(r)}
-	if rt == fn.RuntimeHTTP {
+	if !rt.EventStyle() { // http and wasm take the request as it is
 		// A shallow copy with its own URL: only the path changes.
 		r2 := new(http.Request)
 		*r2 = *r

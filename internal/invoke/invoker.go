@@ -21,6 +21,7 @@ import (
 	"aloft/internal/sandbox"
 	"aloft/internal/scale"
 	"aloft/internal/store"
+	"aloft/internal/wasm"
 	"aloft/runtimes"
 )
 
@@ -79,6 +80,8 @@ type Invoker struct {
 	baseCtx context.Context // set by Run; pools run under it
 	running bool
 	ready   chan struct{} // closed once Run follows the store
+
+	wasm *wasm.Engine
 
 	codeMu   sync.Mutex
 	codeWait map[string]chan struct{} // extraction in progress per sha
@@ -147,6 +150,12 @@ func New(cfg Config) (*Invoker, error) {
 	if err := runtimes.WriteTo(iv.runtimesDir); err != nil {
 		return nil, fmt.Errorf("invoke: write runtime bootstraps: %w", err)
 	}
+	var err error
+	iv.wasm, err = wasm.New(context.Background(), wasm.Config{
+		CacheDir: filepath.Join(cfg.DataDir, "wasm-cache"), Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("invoke: %w", err)
+	}
 	return iv, nil
 }
 
@@ -172,6 +181,11 @@ func (iv *Invoker) Run(ctx context.Context) error {
 	}
 	iv.mu.Unlock()
 	iv.wg.Wait()
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := iv.wasm.Close(cctx); err != nil {
+		return fmt.Errorf("invoke: close wasm engine: %w", err)
+	}
 	return nil
 }
 
@@ -308,6 +322,13 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 	p, err := scale.NewPool(scale.Config{
 		Name: t.name + ":" + t.version,
 		Start: func(ctx context.Context) (scale.Instance, error) {
+			if t.cfg.Runtime == fn.RuntimeWasm {
+				w, err := iv.startWasm(ctx, t)
+				if err != nil {
+					return nil, err
+				}
+				return w, nil
+			}
 			in, err := iv.startInstance(ctx, t)
 			if err != nil {
 				return nil, err // not a typed nil inside the interface
@@ -360,6 +381,17 @@ func (iv *Invoker) Invoke(ctx context.Context, req Request) (*Response, error) {
 		req.ID = newUUID()
 	}
 	resp := &Response{InvocationID: req.ID, Version: t.version}
+	if t.cfg.Runtime == fn.RuntimeWasm {
+		if err := iv.invokeWasm(ctx, t, req, resp); err != nil {
+			var se *startError
+			if errors.As(err, &se) {
+				resp.Result = fn.Result{Payload: se.payload, FunctionError: true}
+				return resp, nil
+			}
+			return nil, err
+		}
+		return resp, nil
+	}
 	lease, in, err := iv.acquire(ctx, t, req.ID)
 	if err != nil {
 		var se *startError
@@ -401,6 +433,14 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 	if req.ID == "" {
 		req.ID = newUUID()
 	}
+	if t.cfg.Runtime == fn.RuntimeWasm {
+		err := iv.serveWasmHTTP(w, r, t, req)
+		var se *startError
+		if errors.As(err, &se) {
+			return fn.Errorf(http.StatusBadGateway, "function_error", "%s", se.payload)
+		}
+		return err
+	}
 	lease, in, err := iv.acquire(r.Context(), t, req.ID)
 	if err != nil {
 		var se *startError
@@ -428,25 +468,31 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 }
 
 func (iv *Invoker) acquire(ctx context.Context, t *target, id string) (*scale.Lease, *instance, error) {
+	lease, err := iv.acquireLease(ctx, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	return lease, lease.Instance().(*instance), nil
+}
+
+// acquireLease takes a slot in t's pool; when the pool is draining because
+// the function changed, it resolves the function again.
+func (iv *Invoker) acquireLease(ctx context.Context, t *target) (*scale.Lease, error) {
 	for attempt := 0; ; attempt++ {
 		p, err := iv.pool(t)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		lease, err := p.Acquire(ctx)
 		if errors.Is(err, scale.ErrDraining) && attempt < 3 {
-			// The function changed under us: resolve again.
 			nt, rerr := iv.resolve(ctx, t.tenant, t.name, t.version)
 			if rerr != nil {
-				return nil, nil, rerr
+				return nil, rerr
 			}
 			t = nt
 			continue
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		return lease, lease.Instance().(*instance), nil
+		return lease, err
 	}
 }
 

@@ -231,3 +231,10 @@ func (c *capture) Write(p []byte) (int, error) {
 	c.mu.Unlock()
 	return len(p), nil
 }
+
+// flush hands over a partial last line (output written through Write).
+func (c *capture) flush() {
+	c.mu.Lock()
+	c.flushPartial()
+	c.mu.Unlock()
+}

@@ -63,6 +63,7 @@ var allowed = map[string][]string{
 	"golang.org/x/net":                  {"aloft/internal/sandbox"},
 	"golang.org/x/sync":                 {"aloft/internal/server"},
 	"sigs.k8s.io/yaml":                  {"aloft/internal/manifest"},
+	"github.com/tetratelabs/wazero":     {"aloft/internal/wasm"},
 	"github.com/aws/aws-lambda-go":      {}, // tests and functions only
 	"github.com/google/uuid":            {"aloft/internal/runtime/lambda"},
 }

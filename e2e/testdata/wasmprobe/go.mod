@@ -1,0 +1,3 @@
+module example.com/wasmprobe
+
+go 1.22

@@ -1,0 +1,3 @@
+module example.com/hello-reactor
+
+go 1.22

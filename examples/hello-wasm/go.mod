@@ -1,0 +1,3 @@
+module example.com/hello-wasm
+
+go 1.22
