@@ -86,7 +86,7 @@ func wasmRows(ctx context.Context, o options, work string, c *client.Client, hc 
 		{name: "wasm restart: reload one Go module from the compilation cache",
 			value: ms(reload), target: "<= 100 ms", floor: "-", ratio: "-", ok: reload <= 100*time.Millisecond},
 		{name: "wasm memory per live Go reactor instance (1,000 live: extrapolated)",
-			value: fmt.Sprintf("%.1f MiB; 1,000 = %.1f GiB", float64(perInstance)/(1<<20), float64(perInstance)*1000/(1<<30)),
+			value:  fmt.Sprintf("%.1f MiB; 1,000 = %.1f GiB", float64(perInstance)/(1<<20), float64(perInstance)*1000/(1<<30)),
 			target: "1,000 fit in 8 GiB", floor: "-", ratio: "-", ok: perInstance*1000 <= 8<<30},
 	}, nil
 }
@@ -182,4 +182,3 @@ func rss() int64 {
 	_, _ = fmt.Sscan(string(b), &size, &resident)
 	return resident * int64(os.Getpagesize())
 }
-
