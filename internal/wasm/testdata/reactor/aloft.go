@@ -12,8 +12,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"net/http"
+	"strconv"
 	"unsafe"
 )
 
@@ -28,40 +28,58 @@ func Serve(h http.Handler) { handler = h }
 
 //go:wasmexport aloft_alloc
 func aloftAlloc(size int32) int32 {
-	reqBuf = make([]byte, size)
+	// Allocation is slow inside a wasm module (tens of microseconds for a
+	// few kilobytes), so the request buffer, its reader and the response
+	// buffer are reused from request to request.
+	if int(size) > cap(reqBuf) {
+		reqBuf = make([]byte, size)
+	}
+	reqBuf = reqBuf[:size]
 	if size == 0 {
 		return 0
 	}
 	return int32(uintptr(unsafe.Pointer(&reqBuf[0])))
 }
 
+var (
+	reqReader bytes.Reader
+	bufReader = bufio.NewReaderSize(nil, 4096)
+	w         responseWriter
+	out       bytes.Buffer
+)
+
 //go:wasmexport aloft_handle
 func aloftHandle(ptr, size int32) int64 {
-	w := &responseWriter{header: http.Header{}}
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(reqBuf[:size])))
+	reqReader.Reset(reqBuf[:size])
+	bufReader.Reset(&reqReader)
+	w.header, w.status = http.Header{}, 0
+	w.body.Reset()
+	req, err := http.ReadRequest(bufReader)
 	if err != nil {
-		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		http.Error(&w, "bad request: "+err.Error(), http.StatusBadRequest)
 	} else {
-		handler.ServeHTTP(w, req)
+		handler.ServeHTTP(&w, req)
 	}
-	reqBuf = nil
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	resp := http.Response{
-		StatusCode: w.status, ProtoMajor: 1, ProtoMinor: 1,
-		Header: w.header, ContentLength: int64(w.body.Len()),
-		Body: io.NopCloser(&w.body),
+	if w.header.Get("Content-Type") == "" && w.body.Len() > 0 {
+		w.header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
 	}
-	if resp.Header.Get("Content-Type") == "" && w.body.Len() > 0 {
-		resp.Header.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
-	}
-	var out bytes.Buffer
-	_ = resp.Write(&out)
+	w.header.Del("Content-Length")
+	w.header.Del("Transfer-Encoding")
+	out.Reset()
+	out.WriteString("HTTP/1.1 ")
+	out.WriteString(strconv.Itoa(w.status))
+	out.WriteString(" ")
+	out.WriteString(http.StatusText(w.status))
+	out.WriteString("\r\nContent-Length: ")
+	out.WriteString(strconv.Itoa(w.body.Len()))
+	out.WriteString("\r\n")
+	_ = w.header.Write(&out)
+	out.WriteString("\r\n")
+	out.Write(w.body.Bytes())
 	respBuf = out.Bytes()
-	if len(respBuf) == 0 {
-		return 0
-	}
 	return int64(uintptr(unsafe.Pointer(&respBuf[0])))<<32 | int64(len(respBuf))
 }
 
