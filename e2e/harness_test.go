@@ -80,10 +80,11 @@ func (s *syncBuffer) String() string {
 }
 
 // startServer runs `aloft serve` on a free loopback port with data in dir.
-func startServer(t *testing.T, data string) *server {
+func startServer(t *testing.T, data string, extra ...string) *server {
 	t.Helper()
 	s := &server{t: t, token: "test-token-123", data: data, logs: &syncBuffer{}, done: make(chan struct{})}
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--token", s.token, "--prewarm", "1"}
+	args = append(args, extra...)
 	if !sandboxed {
 		args = append(args, "--insecure-no-sandbox")
 	}
