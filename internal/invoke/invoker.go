@@ -226,9 +226,21 @@ func (iv *Invoker) Refresh(ctx context.Context, tenant, name string) {
 	}
 	iv.mu.Unlock()
 	for _, pe := range drain {
+		iv.mu.Lock()
+		running, base := iv.running, iv.baseCtx
+		if running {
+			// Owned by the invoker: Run waits for it; shutdown cuts it short.
+			iv.wg.Add(1)
+		}
+		iv.mu.Unlock()
+		if !running {
+			pe.cancel() // shutting down: the pool stops its instances now
+			continue
+		}
 		iv.log.Info("draining pool", "tenant", tenant, "function", name, "version", pe.target.version)
 		go func() {
-			dctx, cancel := context.WithTimeout(context.Background(), pe.target.cfg.Timeout.D()+5*time.Second)
+			defer iv.wg.Done()
+			dctx, cancel := context.WithTimeout(base, pe.target.cfg.Timeout.D()+5*time.Second)
 			defer cancel()
 			_ = pe.pool.Drain(dctx)
 			pe.cancel()
