@@ -351,6 +351,7 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 		Min:         t.cfg.Scale.Min,
 		Max:         t.cfg.Scale.Max,
 		Idle:        t.cfg.Scale.Idle.D(),
+		QueueDepth:  queueDepth(t.cfg),
 		QueueWait:   iv.cfg.QueueWait,
 		Logger:      iv.log,
 	})
@@ -585,6 +586,13 @@ func (iv *Invoker) finish(t *target, lease *scale.Lease, in *instance, r *run, e
 		lease.Release()
 	}
 	return result, internal
+}
+
+// queueDepth bounds the requests waiting for a function's instances:
+// four times what its instances can serve at once, at least 100 and at
+// most 10,000.
+func queueDepth(c fn.Config) int {
+	return min(max(100, 4*c.Scale.Max*c.Concurrency), 10000)
 }
 
 // billed rounds up to the millisecond, at least 1 ms.
