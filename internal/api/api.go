@@ -162,6 +162,10 @@ func (a *API) changed(ctx context.Context, name string) {
 	if err := a.cfg.Gateway.Reload(ctx); err != nil {
 		a.log.Error("reload routes", "function", name, "error", err)
 	}
+	// The change is stored; readying the first request is best effort.
+	if err := a.cfg.Invoker.Prepare(ctx, fn.DefaultTenant, name); err != nil {
+		a.log.Warn("prepare function", "function", name, "error", err)
+	}
 }
 
 func pathName(r *http.Request) (string, error) {

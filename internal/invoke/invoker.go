@@ -304,6 +304,22 @@ func (iv *Invoker) load(ctx context.Context, tenant, name, qualifier string) (*t
 		sha: v.CodeSHA256, revision: v.Revision, arn: arn + ":" + qualifier}, nil
 }
 
+// Prepare readies a function's $LATEST on this node ahead of its first
+// request: the resolution is cached and the code package extracted, so a
+// cold start pays only for starting the instance. A function that is gone
+// is not an error.
+func (iv *Invoker) Prepare(ctx context.Context, tenant, name string) error {
+	t, err := iv.resolve(ctx, tenant, name, fn.LatestVersion)
+	if fn.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = iv.code(ctx, t.sha)
+	return err
+}
+
 // Runtime returns the runtime of a function version, from the resolution
 // cache (the gateway asks it on every request).
 func (iv *Invoker) Runtime(ctx context.Context, tenant, name, qualifier string) (fn.Runtime, error) {
