@@ -23,7 +23,8 @@ type Executor struct{}
 // Instance is unavailable outside Linux.
 type Instance struct{}
 
-// New fails outside Linux, even with Insecure (not implemented there).
+// New fails outside Linux, even with Insecure: Aloft runs functions on
+// Linux only.
 func New(cfg Config) (*Executor, error) { return nil, errUnsupported }
 
 func (e *Executor) Run(ctx context.Context) error { <-ctx.Done(); return nil }
