@@ -38,7 +38,7 @@
 // of the buffer). The request buffer belongs to the module once aloft_handle
 // is called; the response buffer must stay valid until the next call into
 // the module. Stdout and stderr are the function's log; stdin is empty.
-// testdata/reactor/aloft.go is the whole glue for Go (GOOS=wasip1
+// examples/hello-reactor/aloft.go is the whole glue for Go (GOOS=wasip1
 // GOARCH=wasm go build -buildmode=c-shared): a handler is an http.Handler.
 //
 // # Sandbox

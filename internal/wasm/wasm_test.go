@@ -52,7 +52,26 @@ func buildModules(dir string) (cgi, reactor []byte, failure string) {
 	if err != nil {
 		return nil, nil, err.Error()
 	}
-	reactor, err = build(filepath.Join(dir, "reactor.wasm"), "-buildmode=c-shared", "./testdata/reactor")
+	// The reactor is testdata/reactor/main.go plus the Go glue users copy,
+	// examples/hello-reactor/aloft.go, so the tests run the shipped glue.
+	src := filepath.Join(dir, "reactor")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return nil, nil, err.Error()
+	}
+	for from, to := range map[string]string{
+		"testdata/reactor/main.go":              "main.go",
+		"../../examples/hello-reactor/aloft.go": "aloft.go",
+	} {
+		b, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(src, to), b, 0o644)
+		}
+		if err != nil {
+			return nil, nil, err.Error()
+		}
+	}
+	reactor, err = build(filepath.Join(dir, "reactor.wasm"), "-buildmode=c-shared",
+		filepath.Join(src, "main.go"), filepath.Join(src, "aloft.go"))
 	if err != nil {
 		return nil, nil, err.Error()
 	}
