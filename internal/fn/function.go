@@ -88,6 +88,12 @@ type Config struct {
 	Network bool `json:"network,omitempty"`
 	// Routes are HTTP routes like "GET /users/{id}" or "/hooks/{path...}".
 	Routes []string `json:"routes,omitempty"`
+	// Events are the function's triggers other than HTTP: schedules,
+	// queues and NATS subjects.
+	Events []Event `json:"events,omitempty"`
+	// Async configures asynchronous invocations: retries, maximum event
+	// age and destinations.
+	Async Async `json:"async,omitzero"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
@@ -204,6 +210,7 @@ func (c *Config) Validate() error {
 			add("%s", err)
 		}
 	}
+	c.validateEvents(add)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -20,6 +20,10 @@ type Invocation struct {
 	TraceID string `json:"trace_id,omitempty"`
 	// ClientContext is JSON, already base64-decoded; empty when absent.
 	ClientContext string `json:"client_context,omitempty"`
+	// Headers are extra request headers for runtimes that take HTTP
+	// (http, wasm): the CloudEvents attributes of a trigger's event.
+	// Lambda-style runtimes ignore them.
+	Headers map[string]string `json:"-"`
 }
 
 // Result is what an instance answered.

@@ -243,7 +243,7 @@ func (in *instance) invokeEvent(ctx context.Context, inv *fn.Invocation) (*fn.Re
 	if in.lambda != nil {
 		return in.lambda.Invoke(ctx, inv)
 	}
-	return in.proxy.Invoke(ctx, inv.Payload)
+	return in.proxy.Invoke(ctx, inv.Payload, inv.Headers)
 }
 
 // serveHTTP proxies one request to an http-runtime instance.

@@ -56,6 +56,10 @@ type Request struct {
 	LogTail       bool
 	TraceID       string
 	ClientContext string
+	// Headers are extra HTTP request headers for http and wasm functions
+	// (a trigger's CloudEvents attributes); Lambda-style runtimes ignore
+	// them.
+	Headers map[string]string
 }
 
 // Response is the outcome of an invocation.
@@ -433,6 +437,7 @@ func (iv *Invoker) Invoke(ctx context.Context, req Request) (*Response, error) {
 	inv := &fn.Invocation{
 		ID: req.ID, Tenant: t.tenant, Function: t.name, Version: t.version, ARN: t.arn,
 		Payload: req.Payload, TraceID: req.TraceID, ClientContext: req.ClientContext,
+		Headers: req.Headers,
 	}
 	run := iv.begin(t, in, req.ID, req.LogTail)
 	inv.Deadline = run.deadline

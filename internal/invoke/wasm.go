@@ -189,6 +189,9 @@ func (iv *Invoker) invokeWasm(ctx context.Context, t *target, req Request, resp 
 		return err
 	}
 	hr.Header.Set("Content-Type", "application/json")
+	for k, v := range req.Headers {
+		hr.Header.Set(k, v)
+	}
 	hr.RemoteAddr = "127.0.0.1:0"
 	rec := &bufferedResponse{header: http.Header{}}
 	fe, tail, err := iv.runWasm(ctx, t, lease, rec, hr, req.ID, req.LogTail)

@@ -144,6 +144,30 @@ func (s *Store) ListFunctions(ctx context.Context, tenant string) ([]*fn.Functio
 	return fs, nil
 }
 
+// AllFunctions returns the $LATEST of every function of every tenant,
+// sorted by tenant and name: what the event triggers follow.
+func (s *Store) AllFunctions(ctx context.Context) ([]*fn.Function, error) {
+	entries, err := s.values(ctx, "*.fn.*")
+	if err != nil {
+		return nil, fmt.Errorf("list all functions: %w", err)
+	}
+	fs := make([]*fn.Function, 0, len(entries))
+	for _, e := range entries {
+		var f fn.Function
+		if err := json.Unmarshal(e.Value(), &f); err != nil {
+			return nil, fmt.Errorf("list all functions: decode %s: %w", e.Key(), err)
+		}
+		fs = append(fs, &f)
+	}
+	sort.Slice(fs, func(i, j int) bool {
+		if fs[i].Tenant != fs[j].Tenant {
+			return fs[i].Tenant < fs[j].Tenant
+		}
+		return fs[i].Name < fs[j].Name
+	})
+	return fs, nil
+}
+
 // DeleteFunction removes a function with its versions and aliases. It
 // returns fn.NotFound if the function does not exist, fn.Conflict if it
 // changed while its versions and aliases were removed, and fn.Invalid if

@@ -136,6 +136,20 @@ func TestFunctionsCRUD(t *testing.T) {
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("list of an empty tenant = %v, %v", empty, err)
 	}
+	if _, err := s.CreateFunction(ctx, newFunction("acme", "zulu")); err != nil {
+		t.Fatalf("create in another tenant: %v", err)
+	}
+	all, err := s.AllFunctions(ctx)
+	if err != nil {
+		t.Fatalf("all functions: %v", err)
+	}
+	names = names[:0]
+	for _, f := range all {
+		names = append(names, f.Tenant+"/"+f.Name)
+	}
+	if strings.Join(names, ",") != "acme/zulu,default/alpha,default/bravo,default/charlie,other/zulu" {
+		t.Fatalf("all functions = %v", names)
+	}
 
 	if err := s.DeleteFunction(ctx, fn.DefaultTenant, "bravo"); err != nil {
 		t.Fatalf("delete: %v", err)

@@ -144,19 +144,22 @@ func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 	_, _ = w.Write([]byte(`{"error":{"code":"bad_gateway","message":"the function instance did not answer"}}`))
 }
 
-// Invoke POSTs payload to / on the instance and returns the response body
-// as the result. A status of 500 or more makes a FunctionError result with
+// Invoke POSTs payload to / on the instance, with the extra request
+// headers in header, and returns the response body as the result. A status of 500 or more makes a FunctionError result with
 // the body {"errorType":"Function.HTTPError","errorMessage":"status N:
 // <first 256 bytes of the body>"}; a body over MaxResponse makes a
 // Function.ResponseSizeTooLarge FunctionError result. It returns an error
 // when the instance cannot be reached or breaks the connection, and ctx's
 // error (wrapped) when ctx ends first.
-func (p *Proxy) Invoke(ctx context.Context, payload []byte) (*fn.Result, error) {
+func (p *Proxy) Invoke(ctx context.Context, payload []byte, header map[string]string) (*fn.Result, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+instanceHost+"/", bytes.NewReader(payload))
 	if err != nil {
 		return nil, fmt.Errorf("invoke http instance: %w", err)
 	}
 	req.Header["Content-Type"] = []string{"application/json"}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {
 		return nil, fmt.Errorf("invoke http instance: %w", err)

@@ -215,7 +215,7 @@ func TestKeepAlive(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if _, err := p.Invoke(context.Background(), []byte(`{}`)); err != nil {
+		if _, err := p.Invoke(context.Background(), []byte(`{}`), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestInvoke(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := p.Invoke(context.Background(), []byte(tc.payload))
+			res, err := p.Invoke(context.Background(), []byte(tc.payload), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,7 +261,7 @@ func TestInvokeTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	for payload, tooLarge := range map[string]bool{`0123456789`: false, `0123456789a`: true} {
-		res, err := p.Invoke(context.Background(), []byte(payload))
+		res, err := p.Invoke(context.Background(), []byte(payload), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +302,7 @@ func TestWaitReady(t *testing.T) {
 	if err := <-ready; err != nil {
 		t.Fatalf("wait ready once the backend listens: %v", err)
 	}
-	if res, err := p.Invoke(ctx, []byte(`"hi"`)); err != nil || string(res.Payload) != `"hi"` {
+	if res, err := p.Invoke(ctx, []byte(`"hi"`), nil); err != nil || string(res.Payload) != `"hi"` {
 		t.Errorf("invoke after ready: %v %v", res, err)
 	}
 }
@@ -331,7 +331,7 @@ func TestDeadBackend(t *testing.T) {
 		body.Error.Code != "bad_gateway" || body.Error.Message == "" {
 		t.Errorf("dead backend: %d %q %+v", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	if _, err := p.Invoke(context.Background(), []byte(`{}`)); err == nil {
+	if _, err := p.Invoke(context.Background(), []byte(`{}`), nil); err == nil {
 		t.Error("invoke of a dead backend succeeded")
 	}
 }
@@ -361,7 +361,7 @@ func BenchmarkInvoke(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := p.Invoke(ctx, payload); err != nil {
+		if _, err := p.Invoke(ctx, payload, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
