@@ -98,6 +98,24 @@ func (e *Event) RetryCount() int {
 	return *e.Retries
 }
 
+// IndexedEvent is one of a function's events with its position in
+// Config.Events, which names it (schedules/hello/0).
+type IndexedEvent struct {
+	Index int
+	Event Event
+}
+
+// EventsOf returns c's events of one kind, with their indexes.
+func (c *Config) EventsOf(kind EventKind) []IndexedEvent {
+	var out []IndexedEvent
+	for i, e := range c.Events {
+		if e.Kind() == kind {
+			out = append(out, IndexedEvent{Index: i, Event: e})
+		}
+	}
+	return out
+}
+
 // Async configures asynchronous invocations of a function.
 type Async struct {
 	// Retries after a failed attempt (default 2; 0-10).
