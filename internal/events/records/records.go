@@ -86,7 +86,7 @@ type Summary struct {
 	// Started is the time of the invocation's first record.
 	Started time.Time `json:"started"`
 	// Updated is the time of its latest record.
-	Updated  time.Time `json:"updated"`
+	Updated  time.Time   `json:"updated"`
 	Duration fn.Duration `json:"duration,omitempty"`
 	Error    string      `json:"error,omitempty"`
 }
