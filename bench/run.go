@@ -58,13 +58,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "building fixtures...")
 	bins := map[string]string{}
-	for _, name := range []string{"echo", "httpecho", "noop"} {
+	for _, name := range []string{"echo", "httpecho", "noop", "ticklag"} {
 		dir := filepath.Join(work, "pkg-"+name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 		var target build.Target
-		if name == "echo" {
+		if name == "echo" || name == "ticklag" {
 			target.Tags = []string{"lambda.norpc"}
 		}
 		if err := build.Go(ctx, build.Config{}, filepath.Join("bench", "testdata", name), dir, "bootstrap", target); err != nil {
@@ -246,6 +246,30 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("wasm rows: %w", err)
 	}
 	rows = append(rows, wrows...)
+	fmt.Fprintln(out, "measuring events...")
+	erows, err := eventRows(ctx, o, srv, c, hc, func(cfg fn.Config, dir string) error {
+		var buf bytes.Buffer
+		if err := archive.Pack(&buf, dir); err != nil {
+			return err
+		}
+		_, _, err := c.Deploy(ctx, cfg, &buf)
+		return err
+	}, bins)
+	if err != nil {
+		return fmt.Errorf("event rows: %w", err)
+	}
+	rows = append(rows, erows...)
+	// Stop the in-process server (and the backlog the accept row left)
+	// before the crash test runs the binary.
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_ = srv.Shutdown(sctx)
+	cancel()
+	fmt.Fprintln(out, "crash test (10,000 in flight, kill -9, restart)...")
+	crow, err := crashRow(ctx, o, work)
+	if err != nil {
+		return fmt.Errorf("crash row: %w", err)
+	}
+	rows = append(rows, crow)
 	printTable(out, rows, o.insecure)
 	return nil
 }

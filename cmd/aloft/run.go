@@ -74,6 +74,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
 	prewarm := fs.Int("prewarm", 2, "empty sandboxes kept ready")
 	maxPayload := fs.Int64("max-payload", 6<<20, "synchronous payload limit in bytes")
+	maxAsync := fs.Int64("max-async-payload", 1<<20, "async payload limit in bytes")
+	retryBase := fs.Duration("retry-base", 10*time.Second, "first backoff of a failed async event or queue message (doubles each attempt, up to 5m)")
+	catchUp := fs.Duration("catch-up", time.Hour, "a schedule tick missed while down fires once at start when no older than this")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,7 +99,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NATSURL: *natsURL, Token: *token,
-		Insecure: *insecure, Prewarm: *prewarm, MaxPayload: *maxPayload, Logger: log})
+		Insecure: *insecure, Prewarm: *prewarm, MaxPayload: *maxPayload, MaxAsyncPayload: *maxAsync,
+		RetryBase: *retryBase, CatchUp: *catchUp, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"aloft/internal/archive"
 	"aloft/internal/build"
+	"aloft/internal/events"
 	"aloft/internal/fn"
 	"aloft/internal/gateway"
 	"aloft/internal/httperror"
@@ -31,7 +32,9 @@ type Config struct {
 	Store   *store.Store
 	Invoker *invoke.Invoker
 	Gateway *gateway.Gateway
-	Logger  *slog.Logger
+	// Events runs async invocations, schedules and queues.
+	Events *events.Events
+	Logger *slog.Logger
 	// Token is the bearer token every /v1 request must carry; empty turns
 	// authentication off (dev mode on loopback only).
 	Token string
@@ -41,6 +44,8 @@ type Config struct {
 	Archive archive.Limits
 	// MaxPayload bounds a synchronous invoke payload (default 6 MB).
 	MaxPayload int64
+	// MaxAsyncPayload bounds an async invoke payload (default 1 MiB).
+	MaxAsyncPayload int64
 	// TempDir is where uploads are unpacked and built (default os.TempDir()).
 	TempDir string
 }
@@ -58,6 +63,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.MaxPayload <= 0 {
 		cfg.MaxPayload = 6 << 20
+	}
+	if cfg.MaxAsyncPayload <= 0 {
+		cfg.MaxAsyncPayload = 1 << 20
 	}
 	if cfg.Archive == (archive.Limits{}) {
 		cfg.Archive = archive.DefaultLimits()
@@ -83,6 +91,16 @@ func (a *API) Register(mux *http.ServeMux) {
 		"POST /v1/functions/{name}/invoke":            a.invoke,
 		"GET /v1/functions/{name}/logs":               a.logs,
 		"GET /v1/functions/{name}/instances":          a.instances,
+		"GET /v1/functions/{name}/invocations":        a.invocations,
+		"GET /v1/functions/{name}/dlq":                a.deadLetters,
+		"POST /v1/functions/{name}/dlq/redrive":       a.redrive,
+		"GET /v1/triggers":                            a.triggers,
+		"GET /v1/schedules":                           a.schedules,
+		"GET /v1/queues":                              a.listQueues,
+		"PUT /v1/queues/{queue}":                      a.putQueue,
+		"GET /v1/queues/{queue}":                      a.getQueue,
+		"DELETE /v1/queues/{queue}":                   a.deleteQueue,
+		"POST /v1/queues/{queue}/messages":            a.send,
 	}
 	for pattern, fn := range h {
 		mux.Handle(pattern, a.wrap(fn))
@@ -159,6 +177,7 @@ func tenant(*http.Request) string { return fn.DefaultTenant }
 
 func (a *API) changed(ctx context.Context, name string) {
 	a.cfg.Invoker.Refresh(ctx, fn.DefaultTenant, name)
+	a.cfg.Events.Changed(ctx, fn.DefaultTenant, name)
 	if err := a.cfg.Gateway.Reload(ctx); err != nil {
 		a.log.Error("reload routes", "function", name, "error", err)
 	}

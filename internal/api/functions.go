@@ -128,6 +128,9 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) error 
 			if err := a.cfg.Gateway.Conflicts(name, cfg.Routes); err != nil {
 				return err
 			}
+			if err := a.cfg.Events.Validate(r.Context(), tenant(r), cfg); err != nil {
+				return err
+			}
 		case "code":
 			if cfg == nil {
 				return fn.Invalid("the \"config\" part must come before the \"code\" part")
@@ -302,6 +305,9 @@ func (a *API) updateConfig(w http.ResponseWriter, r *http.Request, name string, 
 		return err
 	}
 	if err := a.cfg.Gateway.Conflicts(name, cfg.Routes); err != nil {
+		return err
+	}
+	if err := a.cfg.Events.Validate(r.Context(), tenant(r), &cfg); err != nil {
 		return err
 	}
 	old, _, err := a.cfg.Store.GetFunction(r.Context(), tenant(r), name)

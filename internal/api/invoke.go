@@ -27,8 +27,22 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	if logMode != "" && logMode != "tail" && logMode != "none" {
 		return fn.Invalid("log=%q is unknown: use log=tail or leave it out", logMode)
 	}
-	if t := r.Header.Get("X-Aloft-Invocation-Type"); t != "" && t != "RequestResponse" {
-		return fn.Invalid("X-Aloft-Invocation-Type %q is not supported yet: use RequestResponse", t)
+	invType := r.Header.Get("X-Aloft-Invocation-Type")
+	switch invType {
+	case "", "RequestResponse":
+	case "Event":
+		return a.invokeAsync(w, r, name)
+	case "DryRun":
+		if _, err := a.cfg.Invoker.Runtime(r.Context(), tenant(r), name, q.Get("qualifier")); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	default:
+		return fn.Invalid("X-Aloft-Invocation-Type %q is unknown: use RequestResponse, Event or DryRun", invType)
+	}
+	if key := r.Header.Get("X-Aloft-Idempotency-Key"); key != "" {
+		return fn.Invalid("X-Aloft-Idempotency-Key applies to async invocations only: add X-Aloft-Invocation-Type: Event")
 	}
 	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxPayload))
 	if err != nil {

@@ -1,7 +1,9 @@
 // Package cli implements the client verbs of the aloft command — deploy,
-// invoke, ls, get, rm, logs, publish, versions and alias — as a client of a
-// running server's REST API. cmd/aloft calls Run for them; `aloft dev` reuses
-// Deploy.
+// invoke (sync or --async), ls, get, rm, logs, publish, versions, alias,
+// invocations, dlq, schedules, triggers and queue — as a client of a running
+// server's REST API. cmd/aloft calls Run for them; `aloft dev` reuses
+// Deploy. Verbs that take a subcommand (alias set, dlq ls, queue send, ...)
+// are listed in the command table under their two-word names.
 package cli
 
 import (
@@ -50,6 +52,8 @@ func init() {
 	commands = []*command{
 		deployCmd, invokeCmd, lsCmd, getCmd, rmCmd, logsCmd, publishCmd, versionsCmd,
 		aliasSetCmd, aliasLsCmd, aliasRmCmd,
+		invocationsCmd, dlqLsCmd, dlqRedriveCmd, schedulesCmd, triggersLsCmd,
+		queueCreateCmd, queueLsCmd, queueRmCmd, queueSendCmd,
 	}
 }
 
@@ -62,12 +66,32 @@ func lookup(name string) *command {
 	return nil
 }
 
+// subcommands returns the subcommands of the group verb (alias: set, ls,
+// rm), or none when verb takes no subcommand.
+func subcommands(verb string) []string {
+	var subs []string
+	for _, c := range commands {
+		if sub, ok := strings.CutPrefix(c.name, verb+" "); ok {
+			subs = append(subs, sub)
+		}
+	}
+	return subs
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
 // IsClientVerb reports whether verb is one of the verbs Run handles.
 func IsClientVerb(verb string) bool {
-	if verb == "alias" {
-		return true
+	if strings.Contains(verb, " ") || verb == "" {
+		return false
 	}
-	return !strings.Contains(verb, " ") && lookup(verb) != nil
+	return lookup(verb) != nil || len(subcommands(verb)) > 0
 }
 
 // Usage writes the list of client verbs, for the binary's overall help.
@@ -109,12 +133,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	name := args[0]
 	args = args[1:]
-	if name == "alias" {
+	if subs := subcommands(name); len(subs) > 0 {
 		if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
-			return errors.New("alias needs a subcommand: set, ls or rm (run 'aloft alias -h')")
+			return fmt.Errorf("%s needs a subcommand: %s (run 'aloft %s -h')", name, orList(subs), name)
 		}
 		if args[0] == "-h" || args[0] == "--help" {
-			aliasUsage(stderr)
+			groupUsage(stderr, name)
 			return flag.ErrHelp
 		}
 		name += " " + args[0]
@@ -122,8 +146,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmd := lookup(name)
 	if cmd == nil {
-		if strings.HasPrefix(name, "alias ") {
-			return fmt.Errorf("unknown alias subcommand %q: use set, ls or rm", strings.TrimPrefix(name, "alias "))
+		if group, sub, ok := strings.Cut(name, " "); ok {
+			return fmt.Errorf("unknown %s subcommand %q: use %s", group, sub, orList(subcommands(group)))
 		}
 		return fmt.Errorf("unknown command %q: run 'aloft -h' for the list", name)
 	}
@@ -176,11 +200,12 @@ func (c *command) usage(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(io.Discard)
 }
 
-func aliasUsage(w io.Writer) {
+// groupUsage lists the subcommands of the group verb.
+func groupUsage(w io.Writer, verb string) {
 	fmt.Fprintln(w, "usage:")
 	for _, c := range commands {
-		if strings.HasPrefix(c.name, "alias ") {
-			fmt.Fprintf(w, "  aloft %-28s %s\n", c.name+" "+c.args, c.summary)
+		if strings.HasPrefix(c.name, verb+" ") {
+			fmt.Fprintf(w, "  aloft %-28s %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 		}
 	}
 }

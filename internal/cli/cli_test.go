@@ -36,6 +36,8 @@ type standIn struct {
 	bodies  []string
 	logs    []fn.LogLine
 	srv     *httptest.Server
+	// ev is the state of the event endpoints (events_test.go).
+	ev eventState
 }
 
 func newStandIn(t *testing.T) *standIn {
@@ -97,6 +99,7 @@ func newStandIn(t *testing.T) *standIn {
 	})
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
 	mux.HandleFunc("GET /v1/functions/{name}/logs", s.logsHandler)
+	s.eventRoutes(mux)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+token {
 			writeErr(w, fn.Errorf(401, "unauthorized", "missing or wrong token"))
@@ -173,6 +176,10 @@ func (s *standIn) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *standIn) invoke(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Aloft-Invocation-Type") == "Event" {
+		s.invokeAsync(w, r)
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.bodies = append(s.bodies, string(body))
@@ -261,6 +268,24 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"alias", "set", "f", "prod"}, "alias set: missing VERSION"},
 		{[]string{"alias", "set", "f", "prod", "two"}, `VERSION "two" must be a published version number`},
 		{[]string{"alias", "rm", "f"}, "alias rm: missing ALIAS"},
+		{[]string{"invoke", "f", "--async", "--log"}, "invoke: --async and --log do not mix: read an async invocation's log with 'aloft logs f'"},
+		{[]string{"invoke", "f", "--idempotency-key", "k"}, "--idempotency-key applies to --async invocations only"},
+		{[]string{"invocations"}, "invocations: missing NAME"},
+		{[]string{"invocations", "f", "--limit", "-1"}, "invocations: --limit -1: use a positive number"},
+		{[]string{"dlq"}, "dlq needs a subcommand: ls or redrive (run 'aloft dlq -h')"},
+		{[]string{"dlq", "purge", "f"}, `unknown dlq subcommand "purge": use ls or redrive`},
+		{[]string{"dlq", "ls"}, "dlq ls: missing NAME (usage: aloft dlq ls NAME)"},
+		{[]string{"dlq", "ls", "f", "--limit", "-2"}, "dlq ls: --limit -2"},
+		{[]string{"dlq", "redrive", "f", "g"}, `dlq redrive: unexpected argument "g"`},
+		{[]string{"schedules", "a", "b"}, `schedules: unexpected argument "b"`},
+		{[]string{"triggers"}, "triggers needs a subcommand: ls"},
+		{[]string{"triggers", "ls", "x"}, `triggers ls: unexpected argument "x"`},
+		{[]string{"queue"}, "queue needs a subcommand: create, ls, rm or send"},
+		{[]string{"queue", "--bogus"}, "queue needs a subcommand"},
+		{[]string{"queue", "create"}, "queue create: missing NAME"},
+		{[]string{"queue", "send", "q"}, "queue send: missing BODY... (usage: aloft queue send NAME BODY...)"},
+		{[]string{"queue", "send", "q", "x", "--attr", "novalue"}, `invalid value "novalue" for flag -attr: "novalue": use KEY=VALUE`},
+		{[]string{"queue", "send", "q", "x", "--attr", "=v"}, `"=v": use KEY=VALUE`},
 		{[]string{"deploy", filepath.Join(t.TempDir(), "none")}, "no such file or directory"},
 		{[]string{"deploy", t.TempDir()}, "no aloft.yaml or aloft.yml"},
 	}

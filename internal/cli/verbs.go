@@ -50,17 +50,28 @@ var deployCmd = &command{
 
 var invokeCmd = &command{
 	name: "invoke", args: "NAME [PAYLOAD]", min: 1, max: 2,
-	summary: "call a function and print its result (PAYLOAD '-' or piped stdin: read stdin; none: {})",
+	summary: "call a function and print its result, or its invocation id with --async (PAYLOAD '-' or piped stdin: read stdin; none: {})",
 	setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		data := fs.String("data", "", "the payload, or `@FILE` to read it from a file")
 		qualifier := fs.String("qualifier", "", "invoke this version number or alias instead of $LATEST")
 		logTail := fs.Bool("log", false, "print the end of the invocation's log to stderr")
+		async := fs.Bool("async", false, "queue the invocation (retried, dead-lettered) and print its id instead of the result")
+		key := fs.String("idempotency-key", "", "with --async: a repeat with the same `KEY` returns the first invocation's id instead of running again")
 		return func(ctx context.Context, e *env, args []string) error {
+			if *async && *logTail {
+				return fmt.Errorf("invoke: --async and --log do not mix: read an async invocation's log with 'aloft logs %s'", args[0])
+			}
+			if *key != "" && !*async {
+				return errors.New("invoke: --idempotency-key applies to --async invocations only")
+			}
 			dataSet := false
 			fs.Visit(func(f *flag.Flag) { dataSet = dataSet || f.Name == "data" })
 			payload, err := invokePayload(args[1:], *data, dataSet, e.stdin)
 			if err != nil {
 				return err
+			}
+			if *async {
+				return invokeAsync(ctx, e, args[0], payload, client.AsyncOptions{Qualifier: *qualifier, IdempotencyKey: *key})
 			}
 			res, err := e.c.Invoke(ctx, args[0], payload, client.InvokeOptions{Qualifier: *qualifier, LogTail: *logTail})
 			if err != nil {
@@ -84,6 +95,22 @@ var invokeCmd = &command{
 			return nil
 		}
 	},
+}
+
+// invokeAsync queues one invocation and prints its id; a duplicate (a
+// repeated idempotency key) is noted on stderr.
+func invokeAsync(ctx context.Context, e *env, name string, payload []byte, opt client.AsyncOptions) error {
+	id, dup, err := e.c.InvokeAsync(ctx, name, payload, opt)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(e.stdout, id); err != nil {
+		return fmt.Errorf("invoke: write id: %w", err)
+	}
+	if dup {
+		fmt.Fprintf(e.stderr, "(duplicate) idempotency key %q was used before: this is the first invocation's id, nothing new was queued\n", opt.IdempotencyKey)
+	}
+	return nil
 }
 
 // invokePayload picks the payload: an argument ("-" reads stdin), --data

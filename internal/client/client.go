@@ -416,6 +416,16 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, ct
 // request sends a request and returns a 2xx response for the caller to read
 // and close; any other status becomes an *APIError.
 func (c *Client) request(ctx context.Context, method, path string, q url.Values, ctype string, body io.Reader) (*http.Response, error) {
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	return c.requestHeader(ctx, method, path, q, h, body)
+}
+
+// requestHeader is request with the request's headers (other than
+// Authorization) given whole.
+func (c *Client) requestHeader(ctx context.Context, method, path string, q url.Values, h http.Header, body io.Reader) (*http.Response, error) {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -424,8 +434,8 @@ func (c *Client) request(ctx context.Context, method, path string, q url.Values,
 	if err != nil {
 		return nil, err
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)

@@ -36,6 +36,8 @@ type standIn struct {
 	lastQuery string
 	// deployHook, when set, handles PUT multipart bodies instead.
 	deployHook func(w http.ResponseWriter, r *http.Request)
+	// ev is the state of the event endpoints (events_test.go).
+	ev eventState
 }
 
 func newStandIn(t *testing.T) (*standIn, *Client) {
@@ -184,6 +186,7 @@ func (s *standIn) handler() http.Handler {
 	})
 	v1.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
 	v1.HandleFunc("GET /v1/functions/{name}/logs", s.logsHandler)
+	s.eventRoutes(v1)
 	return mux
 }
 
@@ -266,7 +269,12 @@ func (s *standIn) put(w http.ResponseWriter, r *http.Request) {
 }
 
 // invoke echoes the payload; a payload of "fail" makes the function fail.
+// An Event invocation is queued instead (see invokeAsync).
 func (s *standIn) invoke(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Aloft-Invocation-Type") == "Event" {
+		s.invokeAsync(w, r)
+		return
+	}
 	s.mu.Lock()
 	_, ok := s.functions[r.PathValue("name")]
 	s.mu.Unlock()

@@ -57,11 +57,12 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 // (DEPENDENCIES.md says why).
 var allowed = map[string][]string{
 	"github.com/nats-io/nats-server/v2": {"aloft/internal/store"},
-	"github.com/nats-io/nats.go":        {"aloft/internal/store"},
+	"github.com/nats-io/nats.go":        {"aloft/internal/store", "aloft/internal/events"},
 	"github.com/elastic/go-seccomp-bpf": {"aloft/internal/sandbox"},
 	"golang.org/x/sys":                  {"aloft/internal/sandbox", "aloft/internal/invoke"},
 	"golang.org/x/net":                  {"aloft/internal/sandbox"},
-	"golang.org/x/sync":                 {"aloft/internal/server"},
+	"golang.org/x/sync":                 {"aloft/internal/server", "aloft/internal/events"},
+	"github.com/hashicorp/cronexpr":     {"aloft/internal/events/schedule"},
 	"sigs.k8s.io/yaml":                  {"aloft/internal/manifest"},
 	"github.com/tetratelabs/wazero":     {"aloft/internal/wasm"},
 	"github.com/aws/aws-lambda-go":      {}, // tests and functions only

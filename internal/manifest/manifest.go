@@ -1,17 +1,36 @@
 // Package manifest reads aloft.yaml, the file that describes a project's
-// functions for `aloft deploy` and `aloft dev`:
+// functions and queues for `aloft deploy` and `aloft dev`:
 //
+//	queues:                    # created (if missing) before any function
+//	  - name: orders
+//	  - name: failed
 //	functions:
 //	  - name: hello
 //	    runtime: lambda
 //	    source: ./hello        # a directory, or a .zip / .tar.gz file
 //	    routes: ["GET /hello/{name}"]
+//	    events:
+//	      - schedule: cron(0 12 * * ? *)   # or rate(5 minutes), or "*/5 * * * *"
+//	        timezone: Europe/Paris
+//	      - queue: orders                  # batches of messages (SQS-style event)
+//	        batchSize: 25
+//	        batchWindow: 2s
+//	      - subject: sensors.*.temperature # raw NATS messages
+//	    async:                 # invocations with X-Aloft-Invocation-Type: Event
+//	      retries: 1
+//	      maxAge: 1h
+//	      onFailure: queue:failed          # or function:NAME; also onSuccess
 //
 // Every function takes fn.Config's fields under their JSON names (name,
 // runtime, handler, env, memory, timeout, concurrency, scale {min, max,
-// idle}, network, routes) plus source, resolved against the manifest's
-// directory. Parsing is strict: an unknown key is an error, and every problem
-// in the file is reported at once, each with where it is.
+// idle}, network, routes, events, async) plus source, resolved against the
+// manifest's directory. An event sets exactly one of schedule (with
+// timezone, input), queue (with batchSize, batchWindow, concurrency,
+// retries) or subject, and may set qualifier and disabled. Parsing is
+// strict: an unknown key is an error, inside an event or async too, and
+// every problem in the file is reported at once, each with where it is.
+// Schedule expressions and whether queues exist are checked by the server
+// at deploy time.
 package manifest
 
 import (
@@ -46,9 +65,16 @@ type Function struct {
 	Source string `json:"source"`
 }
 
+// Queue is a queue a manifest declares; deploy creates it if it is missing.
+type Queue struct {
+	Name string `json:"name"`
+}
+
 // Manifest is a parsed aloft.yaml.
 type Manifest struct {
 	Functions []Function
+	// Queues are the declared queues, in the file's order.
+	Queues []Queue
 	// Dir is the absolute directory the manifest's paths are relative to.
 	Dir string
 }
@@ -106,11 +132,13 @@ func Load(path string) (*Manifest, error) {
 
 // Parse parses manifest data whose relative sources resolve against dir. It
 // returns an error if the YAML is malformed or has duplicate keys, or, joined
-// in one error naming each one's place: an unknown key, a value of the wrong
-// type, a function whose configuration fn.Config.Validate refuses, a missing
-// or nonexistent source or one that is neither a directory nor a .zip/.tar.gz
-// file, a name used twice, a route served by two functions, or no functions
-// at all.
+// in one error naming each one's place: an unknown key (at the top level, in
+// a function, an event, async, scale or a queue), a value of the wrong type,
+// a function whose configuration fn.Config.Validate refuses, a missing or
+// nonexistent source or one that is neither a directory nor a .zip/.tar.gz
+// file, a function name used twice, a route served by two functions, a
+// queue triggering two functions, an invalid or repeated queue name, or no
+// functions at all.
 func Parse(data []byte, dir string) (*Manifest, error) {
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
@@ -126,10 +154,12 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 		return nil, errors.New("the manifest must be a mapping with a functions: list")
 	}
 	for _, k := range sortedKeys(top) {
-		if k != "functions" {
-			p.add("unknown key %q at the top level: the only key is functions", k)
+		if k != "functions" && k != "queues" {
+			p.add("unknown key %q at the top level: use functions or queues", k)
 		}
 	}
+	m := &Manifest{Dir: absDir}
+	m.Queues = parseQueues(top["queues"], &p)
 	var raws []json.RawMessage
 	if fs := top["functions"]; fs != nil && !bytes.Equal(fs, []byte("null")) {
 		if err := json.Unmarshal(fs, &raws); err != nil {
@@ -140,9 +170,9 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 		p.add("no functions: list at least one under functions:")
 	}
 
-	m := &Manifest{Dir: absDir}
 	names := map[string]int{}
 	routes := map[string]routeUse{}
+	consumers := map[string]consumer{}
 	for i, raw := range raws {
 		f, errs := parseFunction(raw, absDir)
 		loc := location(i, f.Name)
@@ -168,6 +198,14 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 			}
 			routes[key] = routeUse{loc: loc, raw: r}
 		}
+		for _, ev := range f.EventsOf(fn.EventQueue) {
+			q := ev.Event.Queue
+			if u, ok := consumers[q]; ok && u.index != i {
+				p.add("%s: events[%d]: queue %q also triggers %s: a queue feeds one function (send to a second queue, or use a destination)", loc, ev.Index, q, u.loc)
+				continue
+			}
+			consumers[q] = consumer{index: i, loc: loc}
+		}
 		m.Functions = append(m.Functions, f)
 	}
 	if len(p) > 0 {
@@ -176,7 +214,53 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 	return m, nil
 }
 
+// parseQueues decodes the top-level queues: list, adding its problems to p.
+func parseQueues(raw json.RawMessage, p *problems) []Queue {
+	if raw == nil || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(raw, &raws); err != nil {
+		p.add("queues must be a list of queues, each like '- name: orders'")
+		return nil
+	}
+	var out []Queue
+	seen := map[string]int{}
+	for i, r := range raws {
+		loc := fmt.Sprintf("queues[%d]", i)
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(r, &obj) != nil {
+			p.add("%s: a queue must be a mapping like '- name: orders'", loc)
+			continue
+		}
+		var q Queue
+		for _, e := range decodeStrict(r, reflect.ValueOf(&q).Elem(), "") {
+			p.add("%s: %s", loc, e)
+		}
+		switch j, dup := seen[q.Name]; {
+		case q.Name == "":
+			p.add("%s: name is missing: name the queue, e.g. '- name: orders'", loc)
+			continue
+		case dup:
+			p.add("%s: queue %q is already declared by queues[%d]: declare each queue once", loc, q.Name, j)
+			continue
+		}
+		if err := fn.ValidateQueueName(q.Name); err != nil {
+			p.add("%s: %s", loc, err.Error())
+		}
+		seen[q.Name] = i
+		out = append(out, q)
+	}
+	return out
+}
+
 type routeUse struct{ loc, raw string }
+
+// consumer is the function a queue triggers: its index and location.
+type consumer struct {
+	index int
+	loc   string
+}
 
 // routeKey identifies what a route matches: wildcard names do not matter.
 func routeKey(r fn.Route) string {
@@ -270,8 +354,8 @@ func isArchiveName(name string) bool {
 
 // decodeStrict decodes the JSON object raw into the struct v key by key, so
 // that every unknown key and every badly typed value is reported, each with
-// its path (prefix + key). Nested plain structs (scale) are decoded the same
-// way.
+// its path (prefix + key). Nested plain structs (scale, async) and lists of
+// them (events) are decoded the same way.
 func decodeStrict(raw json.RawMessage, v reflect.Value, prefix string) []string {
 	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil
@@ -301,10 +385,39 @@ func decodeStrict(raw json.RawMessage, v reflect.Value, prefix string) []string 
 			errs = append(errs, decodeMap(obj[k], fv, prefix+k)...)
 			continue
 		}
+		if fv.Kind() == reflect.Slice && isPlainStruct(fv.Type().Elem()) {
+			errs = append(errs, decodeList(obj[k], fv, prefix+k)...)
+			continue
+		}
 		if err := json.Unmarshal(obj[k], fv.Addr().Interface()); err != nil {
 			errs = append(errs, fmt.Sprintf("%s%s: %s", prefix, k, explain(err)))
 		}
 	}
+	return errs
+}
+
+// isPlainStruct reports whether t is a struct that decodeStrict decodes
+// field by field (one without its own JSON decoding).
+func isPlainStruct(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(unmarshalerType)
+}
+
+// decodeList decodes a JSON array into the slice of structs v element by
+// element, so every problem is reported with its index (events[1].queue).
+func decodeList(raw json.RawMessage, v reflect.Value, path string) []string {
+	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return []string{fmt.Sprintf("%s: got %s, want a list of mappings", path, jsonKind(raw))}
+	}
+	var errs []string
+	out := reflect.MakeSlice(v.Type(), len(items), len(items))
+	for i, item := range items {
+		errs = append(errs, decodeStrict(item, out.Index(i), fmt.Sprintf("%s[%d].", path, i))...)
+	}
+	v.Set(out)
 	return errs
 }
 
@@ -406,6 +519,8 @@ func kindWord(t reflect.Type) string {
 		return "true or false"
 	case reflect.String:
 		return "a string"
+	case reflect.Pointer:
+		return kindWord(t.Elem())
 	case reflect.Slice, reflect.Array:
 		return "a list of " + strings.TrimPrefix(kindWord(t.Elem()), "a ") + "s"
 	case reflect.Map:

@@ -8,15 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"aloft/internal/fn"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/cases")
 
-// render is what a golden file holds for a manifest: the parsed functions
-// with sources relative to the manifest, or the error, with the absolute
-// testdata directory replaced by $DIR.
+// render is what a golden file holds for a manifest: the parsed queues and
+// functions with sources relative to the manifest, or the error, with the
+// absolute testdata directory replaced by $DIR.
 func render(t *testing.T, m *Manifest, err error, dir string) string {
 	t.Helper()
 	if err != nil {
@@ -31,7 +32,11 @@ func render(t *testing.T, m *Manifest, err error, dir string) string {
 		f.Source = filepath.ToSlash(rel)
 		fs[i] = f
 	}
-	b, jerr := json.MarshalIndent(fs, "", "  ")
+	out := struct {
+		Queues    []Queue    `json:"queues,omitempty"`
+		Functions []Function `json:"functions"`
+	}{m.Queues, fs}
+	b, jerr := json.MarshalIndent(out, "", "  ")
 	if jerr != nil {
 		t.Fatal(jerr)
 	}
@@ -98,6 +103,32 @@ func TestParseTable(t *testing.T) {
 			[]string{`functions[1] (name "b"): route "ANY /x/{b}" is also served by functions[0] (name "a") as "/x/{a}"`}},
 		{"same path, different methods", head + "    routes: ['GET /x']\n  - name: b\n    runtime: node\n    source: ./src/hello\n    routes: ['POST /x', '/x']\n", nil},
 		{"absolute source", "functions:\n  - name: a\n    runtime: node\n    source: " + mustAbs(t, "testdata/src/hello") + "\n", nil},
+		{"events of every kind", head + "    events: [{schedule: rate(5 minutes)}, {queue: q, batchSize: 5}, {subject: a.b}]\n    async: {retries: 0}\n", nil},
+		{"event with two sources", head + "    events: [{schedule: rate(5 minutes)}, {schedule: rate(1 hour), queue: q}]\n",
+			[]string{`functions[0] (name "a"): events[1]: set exactly one of schedule, queue or subject`}},
+		{"event with no source", head + "    events: [{disabled: true}]\n",
+			[]string{`functions[0] (name "a"): events[0]: set exactly one of schedule, queue or subject`}},
+		{"unknown key inside an event", head + "    events: [{subject: a.b}, {queue: q, batchsize: 5}]\n",
+			[]string{`functions[0] (name "a"): unknown key "events[1].batchsize": did you mean "events[1].batchSize"?`}},
+		{"unknown key inside an event, no near miss", head + "    events: [{queue: q, fifo: true}]\n",
+			[]string{`unknown key "events[0].fifo": use one of batchSize, batchWindow, concurrency, disabled, input, qualifier, queue, retries, schedule, subject, timezone`}},
+		{"wrong type inside an event", head + "    events: [{queue: q, batchSize: lots}]\n",
+			[]string{`functions[0] (name "a"): events[0].batchSize: got string, want a whole number`}},
+		{"event not a mapping", head + "    events: [rate(5 minutes)]\n", []string{`events[0] must be a mapping of keys to values`}},
+		{"events not a list", head + "    events: {schedule: rate(5 minutes)}\n", []string{`events: got object, want a list of mappings`}},
+		{"queue option on a schedule", head + "    events: [{schedule: rate(5 minutes), batchSize: 3}]\n",
+			[]string{`events[0]: batchSize, batchWindow, concurrency and retries apply only to queues`}},
+		{"unknown key inside async", head + "    async: {retry: 1}\n", []string{`unknown key "async.retry": use one of maxAge, onFailure, onSuccess, retries`}},
+		{"async out of range", head + "    async: {retries: 11, maxAge: 30s}\n",
+			[]string{`async retries 11 is out of range: use 0-10`, `async maxAge 30s is out of range: use 1m-6h`}},
+		{"own destination", head + "    async: {onFailure: 'function:a'}\n", []string{`async onFailure: a function cannot be its own destination`}},
+		{"queue triggering two functions", head + "    events: [{queue: q}]\n  - name: b\n    runtime: node\n    source: ./src/hello\n    events: [{subject: x.y}, {queue: q}]\n",
+			[]string{`functions[1] (name "b"): events[1]: queue "q" also triggers functions[0] (name "a"): a queue feeds one function`}},
+		{"one function, one queue, twice", head + "    events: [{queue: q}, {queue: q, batchSize: 2}]\n", nil},
+		{"queues declared", "queues: [{name: q}, {name: r}]\n" + head, nil},
+		{"queue problems located", "queues: [{name: q}, {name: Q}, {name: q}, {nam: r}]\n" + head,
+			[]string{`queues[1]: queue name "Q" is invalid`, `queues[2]: queue "q" is already declared by queues[0]`, `queues[3]: unknown key "nam": use one of name`, `queues[3]: name is missing`}},
+		{"unknown top-level key", "queue: [{name: q}]\n" + head, []string{`unknown key "queue" at the top level: use functions or queues`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,6 +226,52 @@ func TestLoad(t *testing.T) {
 	})
 }
 
+func TestParseEvents(t *testing.T) {
+	m, err := Parse(mustRead(t, "testdata/cases/valid-events.yaml"), "testdata")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(m.Queues) != 2 || m.Queues[0].Name != "orders" || m.Queues[1].Name != "failed-orders" {
+		t.Errorf("Queues = %+v, want orders, failed-orders in the file's order", m.Queues)
+	}
+	ticker, _ := m.Function("ticker")
+	worker, _ := m.Function("worker")
+	if len(ticker.Events) != 2 || len(worker.Events) != 2 {
+		t.Fatalf("events: ticker %+v, worker %+v", ticker.Events, worker.Events)
+	}
+	cron := ticker.Events[0]
+	if cron.Kind() != fn.EventSchedule || cron.Schedule != "cron(0 12 * * ? *)" || cron.Timezone != "Europe/Paris" || string(cron.Input) != `{"report":"daily"}` {
+		t.Errorf("schedule event = %+v (input %s)", cron, cron.Input)
+	}
+	if !ticker.Events[1].Disabled {
+		t.Errorf("second schedule is not disabled: %+v", ticker.Events[1])
+	}
+	// retries: 0 is set, not the default.
+	if ticker.Async.Retries == nil || *ticker.Async.Retries != 0 || ticker.Async.Age() != time.Hour || ticker.Async.OnFailure != "queue:failed-orders" {
+		t.Errorf("ticker async = %+v", ticker.Async)
+	}
+	q := worker.Events[0]
+	if q.Kind() != fn.EventQueue || q.Queue != "orders" || q.BatchSize != 25 || q.BatchWindow.D() != 2*time.Second ||
+		q.Concurrency != 4 || q.RetryCount() != 5 || q.Qualifier != "prod" {
+		t.Errorf("queue event = %+v", q)
+	}
+	if sub := worker.Events[1]; sub.Kind() != fn.EventSubject || sub.Subject != "sensors.*.temperature" {
+		t.Errorf("subject event = %+v", sub)
+	}
+	if worker.Async.Retries != nil || worker.Async.RetryCount() != fn.DefaultAsyncRetries || worker.Async.OnSuccess != "function:ticker" {
+		t.Errorf("worker async = %+v", worker.Async)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func FuzzParse(f *testing.F) {
 	cases, _ := filepath.Glob("testdata/cases/*.yaml")
 	for _, c := range cases {
@@ -205,13 +282,20 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data, "testdata")
 		if err == nil {
-			for _, fn := range m.Functions {
-				if err := fn.Validate(); err != nil {
+			for _, got := range m.Functions {
+				if err := got.Validate(); err != nil {
 					t.Errorf("Parse accepted an invalid function: %v", err)
 				}
-				if !filepath.IsAbs(fn.Source) {
-					t.Errorf("Source %q is not absolute", fn.Source)
+				if !filepath.IsAbs(got.Source) {
+					t.Errorf("Source %q is not absolute", got.Source)
 				}
+			}
+			seen := map[string]bool{}
+			for _, q := range m.Queues {
+				if err := fn.ValidateQueueName(q.Name); err != nil || seen[q.Name] {
+					t.Errorf("Parse accepted queue %q (invalid: %v, repeated: %v)", q.Name, err, seen[q.Name])
+				}
+				seen[q.Name] = true
 			}
 		}
 	})

@@ -24,6 +24,7 @@ import (
 
 	"aloft/internal/api"
 	"aloft/internal/archive"
+	"aloft/internal/events"
 	"aloft/internal/gateway"
 	"aloft/internal/invoke"
 	"aloft/internal/sandbox"
@@ -50,7 +51,15 @@ type Config struct {
 	MaxPayload int64
 	// QueueWait bounds how long a request waits for an instance.
 	QueueWait time.Duration
-	Logger    *slog.Logger
+	// MaxAsyncPayload bounds an async invocation's payload (default 1 MiB).
+	MaxAsyncPayload int64
+	// RetryBase is the first backoff of a failed async event or queue
+	// message (default 10s).
+	RetryBase time.Duration
+	// CatchUp is how old a schedule tick missed while down may be and
+	// still fire at start (default 1h).
+	CatchUp time.Duration
+	Logger  *slog.Logger
 }
 
 // Validate reports every problem with c, joined.
@@ -72,8 +81,11 @@ func (c *Config) Validate() error {
 	if c.Prewarm < 0 || c.Prewarm > 64 {
 		errs = append(errs, fmt.Errorf("prewarm %d is out of range: use 0-64", c.Prewarm))
 	}
-	if c.MaxPayload < 0 {
-		errs = append(errs, errors.New("max payload must not be negative"))
+	if c.MaxPayload < 0 || c.MaxAsyncPayload < 0 {
+		errs = append(errs, errors.New("payload limits must not be negative"))
+	}
+	if c.RetryBase < 0 {
+		errs = append(errs, errors.New("retry base must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -89,6 +101,7 @@ type Server struct {
 	executor *sandbox.Executor
 	invoker  *invoke.Invoker
 	gateway  *gateway.Gateway
+	events   *events.Events
 
 	cancel context.CancelFunc
 	group  *errgroup.Group
@@ -160,6 +173,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.events, err = events.New(ctx, events.Config{Store: s.store, Invoker: s.invoker,
+		Logger: s.log.With("component", "events"), NodeID: s.nodeID, RetryBase: s.cfg.RetryBase,
+		CatchUp: s.cfg.CatchUp, MaxAsyncPayload: s.cfg.MaxAsyncPayload})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
 	s.gateway = gateway.New(gateway.Config{Invoker: s.invoker, Store: s.store,
 		Logger: s.log.With("component", "gateway"), MaxBody: s.cfg.MaxPayload})
 	if err := s.gateway.Reload(ctx); err != nil {
@@ -169,8 +188,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	a := api.New(api.Config{Store: s.store, Invoker: s.invoker, Gateway: s.gateway,
-		Logger: s.log.With("component", "api"), Token: s.cfg.Token,
+	a := api.New(api.Config{Store: s.store, Invoker: s.invoker, Gateway: s.gateway, Events: s.events,
+		MaxAsyncPayload: s.cfg.MaxAsyncPayload,
+		Logger:          s.log.With("component", "api"), Token: s.cfg.Token,
 		Archive: archive.DefaultLimits(), MaxPayload: s.cfg.MaxPayload, TempDir: tmp})
 
 	mux := http.NewServeMux()
@@ -197,6 +217,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	g.Go(func() error { return s.executor.Run(gctx) })
 	g.Go(func() error { return s.invoker.Run(gctx) })
 	g.Go(func() error { return s.gateway.Run(gctx) })
+	g.Go(func() error { return s.events.Run(gctx) })
 	g.Go(func() error {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -221,6 +242,10 @@ func natsMode(url string) string {
 	}
 	return "external"
 }
+
+// Events is the server's event subsystem (async invocations, schedules,
+// queues), for in-process callers such as the benchmark.
+func (s *Server) Events() *events.Events { return s.events }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

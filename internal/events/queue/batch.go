@@ -1,0 +1,423 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"aloft/internal/events/deadletter"
+	"aloft/internal/events/records"
+	"aloft/internal/fn"
+	"aloft/internal/invoke"
+)
+
+const (
+	// maxEventBytes bounds one SQS batch event (Lambda's 6 MB invocation
+	// payload); a larger fetched batch runs as several invocations.
+	maxEventBytes = 6 << 20
+	// recordOverhead estimates a record's JSON beyond its body and
+	// attributes.
+	recordOverhead = 700
+	// touchAfter is how long a fetched message may wait before its ack
+	// wait is reset (InProgress) as its invocation starts.
+	touchAfter = time.Second
+	// maxRetryDelay caps the backoff of a failed message.
+	maxRetryDelay = 5 * time.Minute
+	// deadLetterTimeout bounds storing one dead letter.
+	deadLetterTimeout = 10 * time.Second
+
+	reasonExhausted = "retries exhausted"
+	reasonNotFound  = "function not found"
+)
+
+// item is one delivered message.
+type item struct {
+	msg       jetstream.Msg
+	id        string
+	body      string
+	attrs     map[string]string
+	sent      time.Time
+	delivered int
+	seq       uint64
+	received  time.Time
+}
+
+// parseItem reads a delivered message's metadata and headers.
+func parseItem(m jetstream.Msg, received time.Time) (*item, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	it := &item{
+		msg: m, body: string(m.Data()), delivered: int(md.NumDelivered),
+		seq: md.Sequence.Stream, received: received,
+	}
+	it.id, it.sent, it.attrs = parseHeaders(m.Headers(), md.Sequence.Stream, md.Timestamp)
+	return it, nil
+}
+
+// parseHeaders reads a stored message's id, send time and attributes,
+// falling back to the stream's sequence and timestamp for what is missing
+// or malformed.
+func parseHeaders(h nats.Header, seq uint64, stored time.Time) (id string, sent time.Time, attrs map[string]string) {
+	id = h.Get(hdrID)
+	if id == "" {
+		id = "seq-" + strconv.FormatUint(seq, 10)
+	}
+	sent = stored
+	if ms, err := strconv.ParseInt(h.Get(hdrSent), 10, 64); err == nil && ms > 0 {
+		sent = time.UnixMilli(ms)
+	}
+	if a := h.Get(hdrAttrs); a != "" {
+		if err := json.Unmarshal([]byte(a), &attrs); err != nil {
+			attrs = nil
+		}
+	}
+	return id, sent, attrs
+}
+
+// handle runs one fetched batch under ctx (Run's context).
+func (l *loop) handle(ctx context.Context, set settings, msgs []jetstream.Msg) {
+	now := time.Now()
+	run := make([]*item, 0, len(msgs))
+	for _, m := range msgs {
+		it, err := parseItem(m, now)
+		if err != nil {
+			l.log.Warn("queue message without metadata", "error", err)
+			_ = m.Nak()
+			continue
+		}
+		if it.delivered > l.maxDeliveries {
+			// Its last attempt never reported back (its node stopped, or
+			// it outlived its ack wait), or it was dead-lettered and the
+			// ack was lost: either way it does not run again.
+			l.deadLetter(ctx, it, it.delivered-1, reasonExhausted, "Aloft.AttemptLost",
+				"the last attempt did not finish: its node stopped or it outlived its visibility timeout")
+			continue
+		}
+		run = append(run, it)
+	}
+	if set.runtime.EventStyle() {
+		for _, chunk := range chunks(run) {
+			if ctx.Err() != nil {
+				return
+			}
+			touch(chunk)
+			l.invoke(ctx, chunk, l.q.sqsEvent(l.spec, chunk), nil, true)
+		}
+		return
+	}
+	for _, it := range run {
+		if ctx.Err() != nil {
+			return
+		}
+		touch([]*item{it})
+		l.invoke(ctx, []*item{it}, []byte(it.body), l.cloudEvent(it), false)
+	}
+}
+
+// chunks splits items into runs whose SQS event stays under
+// maxEventBytes.
+func chunks(items []*item) [][]*item {
+	var out [][]*item
+	start, size := 0, 0
+	for i, it := range items {
+		n := len(it.body) + recordOverhead
+		for k, v := range it.attrs {
+			n += len(k) + len(v) + 100
+		}
+		if i > start && size+n > maxEventBytes {
+			out = append(out, items[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(items) {
+		out = append(out, items[start:])
+	}
+	return out
+}
+
+// touch resets the ack wait of messages that waited since their fetch.
+func touch(items []*item) {
+	for _, it := range items {
+		if time.Since(it.received) > touchAfter {
+			_ = it.msg.InProgress()
+		}
+	}
+}
+
+// invoke runs one invocation for items and settles them: acks the ones
+// that succeeded, retries or dead-letters the others. When ctx ends while
+// the invocation had not answered, the messages are left unacknowledged,
+// to be delivered again.
+func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, headers map[string]string, partial bool) {
+	s := l.spec
+	id := newUUID()
+	attempt := 0
+	for _, it := range items {
+		attempt = max(attempt, it.delivered)
+	}
+	rec := records.Record{ID: id, Tenant: s.tenant, Function: s.function, Trigger: "queue", Attempt: attempt}
+	l.record(rec, records.Running)
+	l.q.stats.batches.Add(1)
+	l.q.stats.delivered.Add(uint64(len(items)))
+	start := time.Now()
+	resp, err := l.q.cfg.Invoker.Invoke(ctx, invoke.Request{
+		Tenant: s.tenant, Function: s.function, Qualifier: s.qualifier, ID: id,
+		Payload: payload, Headers: headers,
+	})
+	rec.Duration = time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	if resp != nil {
+		rec.Version = resp.Version
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.id
+	}
+	v := judge(ids, resp, err, partial)
+	if v.internal != nil {
+		l.log.Warn("queue invocation", "invocation_id", id, "error", v.internal)
+	}
+	for i, it := range items {
+		if !v.failed[i] {
+			_ = it.msg.Ack()
+			l.q.stats.succeeded.Add(1)
+			continue
+		}
+		l.retry(ctx, it, v.errorType, v.errorMessage)
+	}
+	if v.any {
+		rec.Error = v.errorType + ": " + v.errorMessage
+		if n := count(v.failed); n < len(items) {
+			rec.Error = fmt.Sprintf("%s: %d of %d messages reported failed", v.errorType, n, len(items))
+		}
+		l.record(rec, records.Failed)
+	} else {
+		l.record(rec, records.Succeeded)
+	}
+	l.log.Debug("queue invocation done", "invocation_id", id, "duration", rec.Duration, "error", rec.Error)
+}
+
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *loop) record(r records.Record, st records.Status) {
+	if l.q.cfg.Records == nil {
+		return
+	}
+	r.Status = st
+	l.q.cfg.Records.Put(r)
+}
+
+// retry redelivers a failed message after a backoff, or dead-letters it
+// when it was delivered as often as the trigger allows.
+func (l *loop) retry(ctx context.Context, it *item, errorType, errorMessage string) {
+	if it.delivered >= l.maxDeliveries {
+		reason := reasonExhausted
+		if errorType == "not_found" {
+			reason = reasonNotFound
+		}
+		l.deadLetter(ctx, it, it.delivered, reason, errorType, errorMessage)
+		return
+	}
+	_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, it.delivered, rand.Float64()))
+	l.q.stats.retried.Add(1)
+}
+
+// deadLetter stores it in the dead letters and then removes it from the
+// queue. When the dead letter cannot be stored, the message stays and
+// comes back after a backoff.
+func (l *loop) deadLetter(ctx context.Context, it *item, attempts int, reason, errorType, errorMessage string) {
+	s := l.spec
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
+	err := l.q.cfg.DeadLetters.Put(ctx, &deadletter.Entry{
+		ID: it.id, Tenant: s.tenant, Function: s.function, Source: l.source, Qualifier: s.qualifier,
+		Payload: []byte(it.body), Headers: it.attrs, Trigger: "queue",
+		ErrorType: errorType, ErrorMessage: errorMessage, Attempts: attempts,
+		Enqueued: it.sent, Reason: reason,
+	})
+	if err != nil {
+		l.log.Error("queue dead-letter", "error", err)
+		if ctx.Err() == nil {
+			_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, it.delivered, rand.Float64()))
+		}
+		return
+	}
+	if err := it.msg.DoubleAck(ctx); err != nil {
+		l.log.Warn("queue ack of a dead-lettered message", "error", err)
+	}
+	l.q.stats.deadLettered.Add(1)
+	l.log.Info("queue message dead-lettered", "reason", reason, "attempts", attempts)
+}
+
+// backoff returns the pause before the next delivery of a message that
+// failed its delivered-th delivery: base doubled per delivery, capped at
+// maxRetryDelay, then jittered into [d/2, d) by jitter in [0, 1).
+func backoff(base time.Duration, delivered int, jitter float64) time.Duration {
+	d := base
+	for i := 1; i < delivered && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxRetryDelay)
+	return d/2 + time.Duration(jitter*float64(d/2))
+}
+
+// verdict is how an invocation went for each of its messages.
+type verdict struct {
+	failed       []bool
+	any          bool
+	errorType    string
+	errorMessage string
+	// internal is an error not meant for users, to log.
+	internal error
+}
+
+// judge decides which of the messages ids failed, given the invocation's
+// response or error. partial honours a batchItemFailures answer.
+func judge(ids []string, resp *invoke.Response, err error, partial bool) verdict {
+	v := verdict{failed: make([]bool, len(ids))}
+	all := func(errorType, msg string) verdict {
+		for i := range v.failed {
+			v.failed[i] = true
+		}
+		v.any, v.errorType, v.errorMessage = len(ids) > 0, errorType, msg
+		return v
+	}
+	var fe *fn.Error
+	switch {
+	case errors.As(err, &fe):
+		return all(fe.Code, fe.Message)
+	case err != nil:
+		v.internal = err
+		return all("internal", "the invocation failed inside Aloft: see the server log")
+	case resp == nil:
+		return all("internal", "the invoker returned no response")
+	case resp.FunctionError:
+		t, m := functionError(resp.Payload)
+		return all(t, m)
+	case !partial:
+		return v
+	}
+	failures, ok := parseBatchResponse(resp.Payload)
+	if !ok {
+		return all("Aloft.InvalidBatchItemFailures", "the function's batchItemFailures is malformed: the whole batch is retried")
+	}
+	index := make(map[string][]int, len(ids))
+	for i, id := range ids {
+		index[id] = append(index[id], i)
+	}
+	for _, f := range failures {
+		at, known := index[f]
+		if !known {
+			return all("Aloft.InvalidBatchItemFailures",
+				fmt.Sprintf("the function reported item %q, which is not in the batch: the whole batch is retried", truncate(f, 100)))
+		}
+		for _, i := range at {
+			v.failed[i] = true
+		}
+	}
+	if len(failures) > 0 {
+		v.any, v.errorType = true, "Aloft.BatchItemFailure"
+		v.errorMessage = "the function reported this message as failed"
+	}
+	return v
+}
+
+// functionError reads a Lambda error payload {"errorType","errorMessage"}.
+func functionError(payload []byte) (errorType, message string) {
+	var e struct {
+		Type    string `json:"errorType"`
+		Message string `json:"errorMessage"`
+	}
+	if json.Unmarshal(payload, &e) != nil || (e.Type == "" && e.Message == "") {
+		return "Unhandled", truncate(string(payload), 512)
+	}
+	if e.Type == "" {
+		e.Type = "Unhandled"
+	}
+	return e.Type, e.Message
+}
+
+// parseBatchResponse reads a partial batch response. Anything but a JSON
+// object with a batchItemFailures list (an empty or null list, another
+// answer altogether) reports no failures. ok is false when the list is
+// malformed: not a list, or an entry without a non-empty string
+// itemIdentifier; Lambda then fails the whole batch.
+func parseBatchResponse(payload []byte) (failures []string, ok bool) {
+	var top struct {
+		BatchItemFailures json.RawMessage `json:"batchItemFailures"`
+	}
+	if json.Unmarshal(payload, &top) != nil || len(top.BatchItemFailures) == 0 || string(top.BatchItemFailures) == "null" {
+		return nil, true
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(top.BatchItemFailures, &list) != nil {
+		return nil, false
+	}
+	for _, raw := range list {
+		var e struct {
+			ID *string `json:"itemIdentifier"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.ID == nil || *e.ID == "" {
+			return nil, false
+		}
+		failures = append(failures, *e.ID)
+	}
+	return failures, true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// cloudEvent returns the binary-mode CloudEvent headers of one message
+// for an http or wasm function.
+func (l *loop) cloudEvent(it *item) map[string]string {
+	h := map[string]string{
+		"ce-specversion":  "1.0",
+		"ce-id":           it.id,
+		"ce-source":       "/aloft/queues/" + l.spec.tenant + "/" + l.spec.queue,
+		"ce-type":         "dev.aloft.queue.message",
+		"ce-time":         it.sent.UTC().Format(time.RFC3339Nano),
+		"ce-aloftattempt": strconv.Itoa(it.delivered),
+		"Content-Type":    contentType(it.body),
+	}
+	if len(it.attrs) > 0 {
+		b, _ := json.Marshal(it.attrs) // map[string]string always encodes
+		h[hdrAttrs] = string(b)
+	}
+	return h
+}
+
+func contentType(body string) string {
+	if json.Valid([]byte(body)) {
+		return "application/json"
+	}
+	return "text/plain; charset=utf-8"
+}
