@@ -84,9 +84,6 @@ func eventRows(ctx context.Context, o options, srv *server.Server, c *client.Cli
 	time.Sleep(15 * time.Second)
 	var lags []time.Duration
 	for _, name := range tickers {
-		if err := c.Delete(ctx, name); err != nil {
-			return nil, err
-		}
 		err := c.Logs(ctx, name, client.LogsOptions{}, func(l fn.LogLine) error {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l.Text), "lag_us "); ok {
 				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
@@ -96,6 +93,9 @@ func eventRows(ctx context.Context, o options, srv *server.Server, c *client.Cli
 			return nil
 		})
 		if err != nil {
+			return nil, err
+		}
+		if err := c.Delete(ctx, name); err != nil {
 			return nil, err
 		}
 	}

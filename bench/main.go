@@ -1,6 +1,7 @@
 // Command bench measures Aloft against the physical floors of the machine
 // it runs on and prints one table: cold starts, warm invocations, warm
-// throughput, and the http runtime against the same server called directly.
+// throughput, the http runtime against the same server called directly,
+// WebAssembly, and events (async invocations, schedules, queues, a crash).
 // Every floor is measured in the same run, so ratios are comparable across
 // noisy machines. Run it as root (the sandbox needs it):
 //
@@ -27,6 +28,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 0, "duration of each throughput row (default 3s)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the warm rows to this file")
 	flag.BoolVar(&o.insecure, "insecure-no-sandbox", false, "run without the sandbox (figures are then not comparable)")
+	flag.BoolVar(&o.eventsOnly, "events-only", false, "measure only the events rows (async, schedules, queues, crash test)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, o, os.Stdout)

@@ -32,6 +32,7 @@ type options struct {
 	duration   time.Duration
 	insecure   bool
 	cpuProfile string
+	eventsOnly bool
 }
 
 // row is one line of the result table.
@@ -145,107 +146,116 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := deploy("httpecho", fn.RuntimeHTTP, bins["httpecho"], func(c *fn.Config) { c.Concurrency = 32; c.Scale.Max = 2 }); err != nil {
 		return err
 	}
-	coldRuns := map[string]int{"echo": o.cold, "node": o.cold / 2, "python": o.cold / 2}
-	rts := map[string]fn.Runtime{"echo": fn.RuntimeLambda, "node": fn.RuntimeNode, "python": fn.RuntimePython}
-	for _, kind := range []string{"echo", "node", "python"} {
-		for i := 0; i <= coldRuns[kind]; i++ { // one extra: the first also extracts the code
-			if err := deploy(fmt.Sprintf("cold-%s-%d", kind, i), rts[kind], bins[kind], nil); err != nil {
+	var rows []row
+	core := func() error {
+		coldRuns := map[string]int{"echo": o.cold, "node": o.cold / 2, "python": o.cold / 2}
+		rts := map[string]fn.Runtime{"echo": fn.RuntimeLambda, "node": fn.RuntimeNode, "python": fn.RuntimePython}
+		for _, kind := range []string{"echo", "node", "python"} {
+			for i := 0; i <= coldRuns[kind]; i++ { // one extra: the first also extracts the code
+				if err := deploy(fmt.Sprintf("cold-%s-%d", kind, i), rts[kind], bins[kind], nil); err != nil {
+					return err
+				}
+			}
+		}
+		invoke := func(name string) func() error {
+			url := srv.URL() + "/v1/functions/" + name + "/invoke"
+			return func() error { return call(hc, "POST", url, []byte(`{"hello":"world"}`)) }
+		}
+		fmt.Fprintln(out, "measuring cold starts...")
+		cold := map[string][]time.Duration{}
+		for _, kind := range []string{"echo", "node", "python"} {
+			for i := 0; i <= coldRuns[kind]; i++ {
+				// Give the executor time to refill its pre-warmed sandboxes, as
+				// it would between cold starts that are not back to back.
+				time.Sleep(50 * time.Millisecond)
+				start := time.Now()
+				if err := invoke(fmt.Sprintf("cold-%s-%d", kind, i))(); err != nil {
+					return fmt.Errorf("cold start %s %d: %w", kind, i, err)
+				}
+				if i > 0 {
+					cold[kind] = append(cold[kind], time.Since(start))
+				}
+			}
+		}
+		fmt.Fprintln(out, "measuring warm invocations...")
+		if o.cpuProfile != "" {
+			f, err := os.Create(o.cpuProfile)
+			if err != nil {
 				return err
 			}
-		}
-	}
-	invoke := func(name string) func() error {
-		url := srv.URL() + "/v1/functions/" + name + "/invoke"
-		return func() error { return call(hc, "POST", url, []byte(`{"hello":"world"}`)) }
-	}
-	fmt.Fprintln(out, "measuring cold starts...")
-	cold := map[string][]time.Duration{}
-	for _, kind := range []string{"echo", "node", "python"} {
-		for i := 0; i <= coldRuns[kind]; i++ {
-			// Give the executor time to refill its pre-warmed sandboxes, as
-			// it would between cold starts that are not back to back.
-			time.Sleep(50 * time.Millisecond)
-			start := time.Now()
-			if err := invoke(fmt.Sprintf("cold-%s-%d", kind, i))(); err != nil {
-				return fmt.Errorf("cold start %s %d: %w", kind, i, err)
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
 			}
-			if i > 0 {
-				cold[kind] = append(cold[kind], time.Since(start))
-			}
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
-	}
-	fmt.Fprintln(out, "measuring warm invocations...")
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
+		if err := invoke("echo")(); err != nil {
 			return err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		warmLat := latencies(o.warm, invoke("echo"))
+		cpuBefore := functionCPU()
+		warmRPS := throughput(32, o.duration, invoke("echo"))
+		fnCPU := time.Duration(float64(functionCPU()-cpuBefore) / (warmRPS * o.duration.Seconds()))
+		httpURL := srv.URL() + "/fn/httpecho/"
+		if err := get(httpURL)(); err != nil {
 			return err
 		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
-	if err := invoke("echo")(); err != nil {
-		return err
-	}
-	warmLat := latencies(o.warm, invoke("echo"))
-	cpuBefore := functionCPU()
-	warmRPS := throughput(32, o.duration, invoke("echo"))
-	fnCPU := time.Duration(float64(functionCPU()-cpuBefore) / (warmRPS * o.duration.Seconds()))
-	httpURL := srv.URL() + "/fn/httpecho/"
-	if err := get(httpURL)(); err != nil {
-		return err
-	}
-	httpLat := latencies(o.warm, get(httpURL))
-	httpRPS := throughput(32, o.duration, get(httpURL))
+		httpLat := latencies(o.warm, get(httpURL))
+		httpRPS := throughput(32, o.duration, get(httpURL))
 
-	goCold := cold["echo"]
-	rows := []row{
-		{name: fmt.Sprintf("cold start, Go lambda, sandboxed (n=%d)", len(goCold)),
-			value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(goCold, 50)), ms(pct(goCold, 99))),
-			target: "p50 <= 5 ms", floor: "exec " + ms(execFloor),
-			ratio: ratio(pct(goCold, 50), execFloor), ok: pct(goCold, 50) <= 5*time.Millisecond},
-		{name: fmt.Sprintf("cold start, node (n=%d)", len(cold["node"])),
-			value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(cold["node"], 50)), ms(pct(cold["node"], 99))),
-			target: "p50 <= node -e 0 + 10 ms", floor: "node -e 0 " + ms(nodeFloor),
-			ratio: ratio(pct(cold["node"], 50), nodeFloor), ok: pct(cold["node"], 50) <= nodeFloor+10*time.Millisecond},
-		{name: fmt.Sprintf("cold start, python (n=%d)", len(cold["python"])),
-			value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(cold["python"], 50)), ms(pct(cold["python"], 99))),
-			target: "p50 <= python3 -c 0 + 10 ms", floor: "python3 -c 0 " + ms(pyFloor),
-			ratio: ratio(pct(cold["python"], 50), pyFloor), ok: pct(cold["python"], 50) <= pyFloor+10*time.Millisecond},
-		{name: "warm invoke, Go lambda echo, c=1",
-			value:  fmt.Sprintf("p50 %s, p99 %s", us(pct(warmLat, 50)), us(pct(warmLat, 99))),
-			target: "p50 <= 150 us and <= 2.5x floor", floor: "loopback HTTP " + us(pct(directLat, 50)),
-			ratio: ratio(pct(warmLat, 50), pct(directLat, 50)),
-			ok:    pct(warmLat, 50) <= 150*time.Microsecond || pct(warmLat, 50) <= pct(directLat, 50)*5/2},
-		{name: "warm throughput, Go lambda echo, c=32",
-			value: fmt.Sprintf("%.0f req/s", warmRPS), target: ">= 10,000 req/s (aim 15,000)",
-			floor: fmt.Sprintf("loopback HTTP %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", warmRPS/directRPS),
-			ok: warmRPS >= 10000},
-		{name: "diagnostic: CPU the Go function's processes spend per request at c=32",
-			value: us(fnCPU), target: "report", floor: "-", ratio: "-", ok: true},
-		{name: "http runtime vs direct, c=1",
-			value:  fmt.Sprintf("p50 %s, p99 %s", us(pct(httpLat, 50)), us(pct(httpLat, 99))),
-			target: "p50 <= 2x direct", floor: "direct " + us(pct(directLat, 50)),
-			ratio: ratio(pct(httpLat, 50), pct(directLat, 50)), ok: pct(httpLat, 50) <= 2*pct(directLat, 50)},
-		{name: "http runtime vs direct, c=32",
-			value: fmt.Sprintf("%.0f req/s", httpRPS), target: ">= 40% of direct",
-			floor: fmt.Sprintf("direct %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", httpRPS/directRPS),
-			ok: httpRPS >= 0.4*directRPS},
+		goCold := cold["echo"]
+		rows = []row{
+			{name: fmt.Sprintf("cold start, Go lambda, sandboxed (n=%d)", len(goCold)),
+				value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(goCold, 50)), ms(pct(goCold, 99))),
+				target: "p50 <= 5 ms", floor: "exec " + ms(execFloor),
+				ratio: ratio(pct(goCold, 50), execFloor), ok: pct(goCold, 50) <= 5*time.Millisecond},
+			{name: fmt.Sprintf("cold start, node (n=%d)", len(cold["node"])),
+				value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(cold["node"], 50)), ms(pct(cold["node"], 99))),
+				target: "p50 <= node -e 0 + 10 ms", floor: "node -e 0 " + ms(nodeFloor),
+				ratio: ratio(pct(cold["node"], 50), nodeFloor), ok: pct(cold["node"], 50) <= nodeFloor+10*time.Millisecond},
+			{name: fmt.Sprintf("cold start, python (n=%d)", len(cold["python"])),
+				value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(cold["python"], 50)), ms(pct(cold["python"], 99))),
+				target: "p50 <= python3 -c 0 + 10 ms", floor: "python3 -c 0 " + ms(pyFloor),
+				ratio: ratio(pct(cold["python"], 50), pyFloor), ok: pct(cold["python"], 50) <= pyFloor+10*time.Millisecond},
+			{name: "warm invoke, Go lambda echo, c=1",
+				value:  fmt.Sprintf("p50 %s, p99 %s", us(pct(warmLat, 50)), us(pct(warmLat, 99))),
+				target: "p50 <= 150 us and <= 2.5x floor", floor: "loopback HTTP " + us(pct(directLat, 50)),
+				ratio: ratio(pct(warmLat, 50), pct(directLat, 50)),
+				ok:    pct(warmLat, 50) <= 150*time.Microsecond || pct(warmLat, 50) <= pct(directLat, 50)*5/2},
+			{name: "warm throughput, Go lambda echo, c=32",
+				value: fmt.Sprintf("%.0f req/s", warmRPS), target: ">= 10,000 req/s (aim 15,000)",
+				floor: fmt.Sprintf("loopback HTTP %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", warmRPS/directRPS),
+				ok: warmRPS >= 10000},
+			{name: "diagnostic: CPU the Go function's processes spend per request at c=32",
+				value: us(fnCPU), target: "report", floor: "-", ratio: "-", ok: true},
+			{name: "http runtime vs direct, c=1",
+				value:  fmt.Sprintf("p50 %s, p99 %s", us(pct(httpLat, 50)), us(pct(httpLat, 99))),
+				target: "p50 <= 2x direct", floor: "direct " + us(pct(directLat, 50)),
+				ratio: ratio(pct(httpLat, 50), pct(directLat, 50)), ok: pct(httpLat, 50) <= 2*pct(directLat, 50)},
+			{name: "http runtime vs direct, c=32",
+				value: fmt.Sprintf("%.0f req/s", httpRPS), target: ">= 40% of direct",
+				floor: fmt.Sprintf("direct %.0f req/s", directRPS), ratio: fmt.Sprintf("%.2f", httpRPS/directRPS),
+				ok: httpRPS >= 0.4*directRPS},
+		}
+		fmt.Fprintln(out, "measuring WebAssembly...")
+		wrows, err := wasmRows(ctx, o, work, c, hc, srv.URL(), func(cfg fn.Config, dir string) error {
+			var buf bytes.Buffer
+			if err := archive.Pack(&buf, dir); err != nil {
+				return err
+			}
+			_, _, err := c.Deploy(ctx, cfg, &buf)
+			return err
+		}, pct(directLat, 50))
+		if err != nil {
+			return fmt.Errorf("wasm rows: %w", err)
+		}
+		rows = append(rows, wrows...)
+		return nil
 	}
-	fmt.Fprintln(out, "measuring WebAssembly...")
-	wrows, err := wasmRows(ctx, o, work, c, hc, srv.URL(), func(cfg fn.Config, dir string) error {
-		var buf bytes.Buffer
-		if err := archive.Pack(&buf, dir); err != nil {
+	if !o.eventsOnly {
+		if err := core(); err != nil {
 			return err
 		}
-		_, _, err := c.Deploy(ctx, cfg, &buf)
-		return err
-	}, pct(directLat, 50))
-	if err != nil {
-		return fmt.Errorf("wasm rows: %w", err)
 	}
-	rows = append(rows, wrows...)
 	fmt.Fprintln(out, "measuring events...")
 	erows, err := eventRows(ctx, o, srv, c, hc, func(cfg fn.Config, dir string) error {
 		var buf bytes.Buffer

@@ -39,6 +39,8 @@ const (
 	// top of the logs stream's bound: a limit, not a preallocation, and
 	// well short of "the whole disk" (nats-server's default is 75 % of it).
 	embeddedStoreHeadroom = 16 << 30
+	// embeddedMaxPayload is the embedded server's largest message.
+	embeddedMaxPayload = 8 << 20
 	// readyTimeout bounds the wait for the embedded server to start.
 	readyTimeout = 30 * time.Second
 	// closeFlushTimeout bounds the wait for pending log publishes at Close.
@@ -249,6 +251,9 @@ func (s *Store) startServer() (*server.Server, error) {
 		JetStreamMaxStore:  s.cfg.LogMaxBytes + embeddedStoreHeadroom,
 		NoSigs:             true,
 		NoLog:              true,
+		// 1 MiB async payloads plus headers, and dead letters holding
+		// them, exceed NATS's 1 MiB default.
+		MaxPayload: embeddedMaxPayload,
 	}
 	if s.cfg.listen {
 		opts.Host = "127.0.0.1"

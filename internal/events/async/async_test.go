@@ -191,11 +191,12 @@ func TestAttempts(t *testing.T) {
 		wantCalls int
 		dead      bool
 		errType   string
+		errMsg    string
 	}{
-		{"fails twice then succeeds", behavior{failFirst: 2}, 2, 3, false, ""},
-		{"always fails", behavior{fail: true}, 2, 3, true, "Boom"},
-		{"no retries", behavior{fail: true}, 0, 1, true, "Boom"},
-		{"throttled counts as an attempt", behavior{throttle: true}, 1, 2, true, "Aloft.Throttled"},
+		{"fails twice then succeeds", behavior{failFirst: 2}, 2, 3, false, "", ""},
+		{"always fails", behavior{fail: true}, 2, 3, true, "Boom", "attempt failed"},
+		{"no retries", behavior{fail: true}, 0, 1, true, "Boom", "attempt failed"},
+		{"throttled counts as an attempt", behavior{throttle: true}, 1, 2, true, "Aloft.Throttled", "is at its concurrency limit"},
 	}
 	e := newEnv(t)
 	a := e.newAsync(t)
@@ -239,7 +240,7 @@ func TestAttempts(t *testing.T) {
 				return
 			}
 			d := dl[0]
-			if d.ID != id || d.Attempts != tt.wantCalls || d.ErrorType != tt.errType || d.Reason != ReasonRetries ||
+			if d.ID != id || d.Attempts != tt.wantCalls || d.ErrorType != tt.errType || !strings.Contains(d.ErrorMessage, tt.errMsg) || d.Reason != ReasonRetries ||
 				string(d.Payload) != `{"n":1}` || d.Source != "async" || d.Trigger != "api" || d.Enqueued.IsZero() {
 				t.Errorf("dead letter = %+v, want id %s, %d attempts, error %s, retries exhausted", d, id, tt.wantCalls, tt.errType)
 			}

@@ -64,6 +64,7 @@ func BenchmarkExecutions(b *testing.B) {
 	want := uint64(b.N) + 1
 	waitSucceeded(b, a, want)
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "execs/s")
+	b.ReportMetric(float64(e.rec.Dropped()), "records-dropped")
 }
 
 // BenchmarkDrain measures executions alone: events stored first, then Run

@@ -377,3 +377,37 @@ func TestDiscovery(t *testing.T) {
 		}
 	})
 }
+
+// TestFunctionCacheHammer releases 64 goroutines at once on the
+// configuration cache, half reading, half forgetting.
+func TestFunctionCacheHammer(t *testing.T) {
+	src := &countingSource{}
+	a, err := New(Config{JS: noJS{}, Functions: src, Invoker: newTestInvoker(), DeadLetters: &deadletter.Store{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			<-start
+			name := fmt.Sprintf("f%d", (g/2)%4)
+			for range 200 {
+				if g%2 == 0 {
+					a.Forget(tenant, name)
+					continue
+				}
+				f, err := a.function(context.Background(), tenant, name)
+				if err != nil || f.Name != name {
+					t.Errorf("function %s = %v, %v", name, f, err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := src.count(); n < 4 || n > 32*200 {
+		t.Errorf("%d reads of the store, want between 4 and one per lookup", n)
+	}
+}

@@ -5,7 +5,9 @@
 // (`aloft dlq redrive NAME`).
 //
 // Entries live in one JetStream stream, "DLQ" (file storage, kept 14 days),
-// one message per entry on subject dlq.<tenant>.<function>. Put waits for the
+// one message per entry on subject dlq.<tenant>.<function>: the body is the
+// failed event's payload, and a header holds the rest of the entry as JSON.
+// Put waits for the
 // stream's acknowledgement and is deduplicated on (tenant, function, source,
 // id): a dead-lettering retried after a crash stores the entry once.
 package deadletter
@@ -30,9 +32,13 @@ const (
 	subjectPrefix = "dlq."
 	maxAge        = 14 * 24 * time.Hour
 	dedupWindow   = 10 * time.Minute
-	// maxEntry bounds one stored entry: a 6 MB payload (the largest any
-	// trigger accepts) base64-encoded in JSON, plus the rest.
-	maxEntry = 9 << 20
+	// maxEntry bounds one stored entry: a 1 MiB async payload (the
+	// largest any trigger accepts) plus its description.
+	maxEntry = 2 << 20
+	// entryHeader carries the entry without its payload, as JSON; the
+	// message body is the payload itself, so an entry is as large as the
+	// event that failed, not a third larger as base64 would make it.
+	entryHeader = "Aloft-Dead-Letter"
 )
 
 // Entry is one dead-lettered event.
@@ -112,11 +118,14 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 	if e.DeadLettered.IsZero() {
 		e.DeadLettered = time.Now().UTC()
 	}
-	body, err := json.Marshal(e)
+	meta := *e
+	meta.Payload = nil
+	desc, err := json.Marshal(&meta)
 	if err != nil {
 		return fmt.Errorf("dead-letter %s: %w", e.ID, err)
 	}
-	msg := &nats.Msg{Subject: subject(e.Tenant, e.Function), Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: subject(e.Tenant, e.Function), Data: e.Payload, Header: nats.Header{}}
+	msg.Header.Set(entryHeader, string(desc))
 	msg.Header.Set(jetstream.MsgIDHeader, e.Tenant+"/"+e.Function+"/"+e.Source+"/"+e.ID)
 	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", e.ID, err)
@@ -157,9 +166,10 @@ func (s *Store) List(ctx context.Context, tenant, function string, limit int) ([
 		for m := range batch.Messages() {
 			n++
 			var e Entry
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
+			if err := json.Unmarshal([]byte(m.Headers().Get(entryHeader)), &e); err != nil {
 				continue
 			}
+			e.Payload = m.Data()
 			if md, err := m.Metadata(); err == nil {
 				e.Seq = md.Sequence.Stream
 			}
