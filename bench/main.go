@@ -29,6 +29,7 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the warm rows to this file")
 	flag.BoolVar(&o.insecure, "insecure-no-sandbox", false, "run without the sandbox (figures are then not comparable)")
 	flag.BoolVar(&o.eventsOnly, "events-only", false, "measure only the events rows (async, schedules, queues, crash test)")
+	flag.BoolVar(&o.noCrash, "no-crash", false, "skip the crash-test row")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, o, os.Stdout)
