@@ -22,6 +22,7 @@ const usage = `aloft — a self-hosted serverless platform
 
 Server:
   aloft serve [--addr HOST:PORT] [--data DIR] [--token T] [--nats URL] [--insecure-no-sandbox]
+              [--retry-base 10s] [--catch-up 1h] [--max-async-payload BYTES]
   aloft dev [DIR]        run a local server without a token and deploy DIR/aloft.yaml (default ./examples)
 
 Client (talks to the API at --url / ALOFT_URL with --token / ALOFT_TOKEN):
@@ -31,6 +32,12 @@ Client (talks to the API at --url / ALOFT_URL with --token / ALOFT_TOKEN):
   aloft logs NAME [-f] [--since 10m]
   aloft publish NAME            freeze $LATEST as a numbered version
   aloft alias set|ls|rm ...
+  aloft invoke --async NAME [PAYLOAD]   accept an async invocation (retried, dead-lettered)
+  aloft invocations NAME        recent event invocations and their status
+  aloft dlq ls|redrive NAME     dead letters of a function; send them again
+  aloft queue create|ls|rm|send ...
+  aloft schedules [NAME]        schedules and their next fire times
+  aloft triggers ls             every declared event
 
 Run "aloft VERB -h" for a verb's flags.
 `
