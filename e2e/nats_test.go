@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
-
-	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // TestExternalNATS runs the binary against an external NATS server (started
@@ -14,19 +11,7 @@ import (
 // functions deployed through one data directory are served after a restart
 // with another, empty one, because the state lives in NATS.
 func TestExternalNATS(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
-		ServerName: "e2e-external",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	url := ns.ClientURL()
+	url := startNATS(t)
 
 	s := startServer(t, dataDir(t), "--nats", url)
 	dir := t.TempDir()

@@ -173,3 +173,13 @@ func FuzzParseRoute(f *testing.F) {
 		r.Match("GET", path)
 	})
 }
+
+func TestIsNameToken(t *testing.T) {
+	for s, want := range map[string]bool{
+		"default": true, "a-b_C9": true, "": false, "a.b": false, "a*": false, "a>": false, "a b": false, "é": false,
+	} {
+		if got := IsNameToken(s); got != want {
+			t.Errorf("IsNameToken(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -287,3 +287,19 @@ func ValidateAliasName(name string) error {
 	}
 	return nil
 }
+
+// IsNameToken reports whether s is a non-empty run of ASCII letters, digits,
+// '-' and '_': what tenants, function names and queue names are made of,
+// and so a safe token of a NATS subject or key.
+func IsNameToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		ok := c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

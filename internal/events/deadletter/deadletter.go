@@ -112,7 +112,7 @@ func subject(tenant, function string) string {
 // stored once. It returns fn.Invalid when the tenant or function cannot name
 // a subject, and an internal error when JetStream does not acknowledge.
 func (s *Store) Put(ctx context.Context, e *Entry) error {
-	if !token(e.Tenant) || !token(e.Function) {
+	if !fn.IsNameToken(e.Tenant) || !fn.IsNameToken(e.Function) {
 		return fn.Invalid("dead letter for %q/%q: tenant and function must be names", e.Tenant, e.Function)
 	}
 	if e.DeadLettered.IsZero() {
@@ -138,7 +138,7 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 // that cannot name one, and an internal error when the stream cannot be
 // read.
 func (s *Store) List(ctx context.Context, tenant, function string, limit int) ([]*Entry, error) {
-	if !token(tenant) || !token(function) {
+	if !fn.IsNameToken(tenant) || !fn.IsNameToken(function) {
 		return nil, fn.Invalid("dead letters of %q/%q: tenant and function must be names", tenant, function)
 	}
 	subj := subject(tenant, function)
@@ -205,19 +205,4 @@ func (s *Store) Remove(ctx context.Context, tenant, function string, seq uint64)
 		return fmt.Errorf("remove dead letter %d: %w", seq, err)
 	}
 	return nil
-}
-
-// token reports whether s is one non-empty subject token of name
-// characters.
-func token(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		ok := c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-		if !ok {
-			return false
-		}
-	}
-	return true
 }

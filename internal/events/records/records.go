@@ -139,7 +139,7 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.L
 // when the queue is full, after Close, or when the tenant or function cannot
 // be a subject token.
 func (s *Store) Put(r Record) {
-	if s.closed.Load() || !token(r.Tenant) || !token(r.Function) {
+	if s.closed.Load() || !fn.IsNameToken(r.Tenant) || !fn.IsNameToken(r.Function) {
 		s.dropped.Add(1)
 		return
 	}
@@ -271,7 +271,7 @@ func (s *Store) send(subj string, b *bytes.Buffer) {
 // for a tenant or function that cannot name one and an internal error when
 // the stream cannot be read.
 func (s *Store) List(ctx context.Context, tenant, function string, limit int) ([]Summary, error) {
-	if !token(tenant) || !token(function) {
+	if !fn.IsNameToken(tenant) || !fn.IsNameToken(function) {
 		return nil, fn.Invalid("invocations of %q/%q: tenant and function must be names", tenant, function)
 	}
 	if limit <= 0 {
@@ -379,17 +379,4 @@ func rank(s Status) int {
 	default:
 		return 3
 	}
-}
-
-func token(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		ok := c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-		if !ok {
-			return false
-		}
-	}
-	return true
 }

@@ -25,8 +25,6 @@ package subject
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -373,7 +371,7 @@ func (s *Subjects) enqueue(ctx context.Context, sub *subscription, m *nats.Msg, 
 func cloudEvent(subscribed string, m *nats.Msg) map[string]string {
 	h := map[string]string{
 		"ce-specversion": "1.0",
-		"ce-id":          newUUID(),
+		"ce-id":          invoke.NewInvocationID(),
 		"ce-source":      headerSafe("/aloft/subjects/" + subscribed),
 		"ce-type":        "dev.aloft.nats.message",
 		"ce-subject":     headerSafe(m.Subject),
@@ -405,23 +403,4 @@ func headerSafe(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
 }
