@@ -1,10 +1,13 @@
 package queue
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -51,14 +54,15 @@ type item struct {
 }
 
 // parseItem reads a delivered message's metadata and headers.
-func parseItem(m jetstream.Msg, received time.Time) (*item, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return nil, err
+func parseItem(f fetched) (*item, error) {
+	if f.md == nil {
+		_, err := f.msg.Metadata()
+		return nil, cmp.Or(err, errors.New("no metadata"))
 	}
+	m, md := f.msg, f.md
 	it := &item{
 		msg: m, body: string(m.Data()), delivered: int(md.NumDelivered),
-		seq: md.Sequence.Stream, received: received,
+		seq: md.Sequence.Stream, received: f.at,
 	}
 	it.id, it.sent, it.attrs = parseHeaders(m.Headers(), md.Sequence.Stream, md.Timestamp)
 	return it, nil
@@ -85,14 +89,13 @@ func parseHeaders(h nats.Header, seq uint64, stored time.Time) (id string, sent 
 }
 
 // handle runs one fetched batch under ctx (Run's context).
-func (l *loop) handle(ctx context.Context, set settings, msgs []jetstream.Msg) {
-	now := time.Now()
+func (l *loop) handle(ctx context.Context, set settings, msgs []fetched) {
 	run := make([]*item, 0, len(msgs))
-	for _, m := range msgs {
-		it, err := parseItem(m, now)
+	for _, f := range msgs {
+		it, err := parseItem(f)
 		if err != nil {
 			l.log.Warn("queue message without metadata", "error", err)
-			_ = m.Nak()
+			_ = f.msg.Nak()
 			continue
 		}
 		if it.delivered > l.maxDeliveries {
@@ -105,22 +108,28 @@ func (l *loop) handle(ctx context.Context, set settings, msgs []jetstream.Msg) {
 		}
 		run = append(run, it)
 	}
+	started := 0
 	if set.runtime.EventStyle() {
 		for _, chunk := range chunks(run) {
 			if ctx.Err() != nil {
-				return
+				break
 			}
 			touch(chunk)
 			l.invoke(ctx, chunk, l.q.sqsEvent(l.spec, chunk), nil, true)
+			started += len(chunk)
 		}
-		return
+	} else {
+		for _, it := range run {
+			if ctx.Err() != nil {
+				break
+			}
+			touch([]*item{it})
+			l.invoke(ctx, []*item{it}, []byte(it.body), l.cloudEvent(it), false)
+			started++
+		}
 	}
-	for _, it := range run {
-		if ctx.Err() != nil {
-			return
-		}
-		touch([]*item{it})
-		l.invoke(ctx, []*item{it}, []byte(it.body), l.cloudEvent(it), false)
+	for _, it := range run[started:] {
+		_ = it.msg.Nak() // not started: let another consumer have it now
 	}
 }
 
@@ -146,7 +155,7 @@ func chunks(items []*item) [][]*item {
 	return out
 }
 
-// touch resets the ack wait of messages that waited since their fetch.
+// touch resets the ack wait of messages that waited since they arrived.
 func touch(items []*item) {
 	for _, it := range items {
 		if time.Since(it.received) > touchAfter {
@@ -207,7 +216,9 @@ func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, header
 	} else {
 		l.record(rec, records.Succeeded)
 	}
-	l.log.Debug("queue invocation done", "invocation_id", id, "duration", rec.Duration, "error", rec.Error)
+	if l.log.Enabled(ctx, slog.LevelDebug) { // spares the attributes' allocations
+		l.log.Debug("queue invocation done", "invocation_id", id, "duration", rec.Duration, "error", rec.Error)
+	}
 }
 
 func count(bs []bool) int {
@@ -322,6 +333,9 @@ func judge(ids []string, resp *invoke.Response, err error, partial bool) verdict
 	if !ok {
 		return all("Aloft.InvalidBatchItemFailures", "the function's batchItemFailures is malformed: the whole batch is retried")
 	}
+	if len(failures) == 0 {
+		return v
+	}
 	index := make(map[string][]int, len(ids))
 	for i, id := range ids {
 		index[id] = append(index[id], i)
@@ -336,10 +350,8 @@ func judge(ids []string, resp *invoke.Response, err error, partial bool) verdict
 			v.failed[i] = true
 		}
 	}
-	if len(failures) > 0 {
-		v.any, v.errorType = true, "Aloft.BatchItemFailure"
-		v.errorMessage = "the function reported this message as failed"
-	}
+	v.any, v.errorType = true, "Aloft.BatchItemFailure"
+	v.errorMessage = "the function reported this message as failed"
 	return v
 }
 
@@ -364,6 +376,14 @@ func functionError(payload []byte) (errorType, message string) {
 // malformed: not a list, or an entry without a non-empty string
 // itemIdentifier; Lambda then fails the whole batch.
 func parseBatchResponse(payload []byte) (failures []string, ok bool) {
+	if !mayListFailures(payload) {
+		return nil, true // what decoding it would say, without decoding it
+	}
+	return decodeBatchResponse(payload)
+}
+
+// decodeBatchResponse is parseBatchResponse by decoding payload.
+func decodeBatchResponse(payload []byte) (failures []string, ok bool) {
 	var top struct {
 		BatchItemFailures json.RawMessage `json:"batchItemFailures"`
 	}
@@ -384,6 +404,140 @@ func parseBatchResponse(payload []byte) (failures []string, ok bool) {
 		failures = append(failures, *e.ID)
 	}
 	return failures, true
+}
+
+// failuresKey is the partial batch response's key.
+const failuresKey = "batchItemFailures"
+
+// mayListFailures reports whether payload may be a JSON object with a
+// top-level key encoding/json would take for failuresKey. It walks the
+// top-level keys without decoding anything and is false only when payload
+// is not a JSON object, or is one whose keys it walked to the end, each
+// plain ASCII (no escape) and none equal to failuresKey but for case;
+// parseBatchResponse reports no failures for those payloads (invalid JSON
+// included), so it need not decode them. Anything it does not expect
+// answers true.
+func mayListFailures(p []byte) bool {
+	i := skipSpace(p, 0)
+	if i == len(p) || p[i] != '{' {
+		return false
+	}
+	i = skipSpace(p, i+1)
+	if i < len(p) && p[i] == '}' {
+		return false
+	}
+	for i < len(p) && p[i] == '"' {
+		end, plain := scanString(p, i)
+		if end < 0 || !plain || bytes.EqualFold(p[i+1:end-1], []byte(failuresKey)) {
+			return true
+		}
+		i = skipSpace(p, end)
+		if i == len(p) || p[i] != ':' {
+			return true
+		}
+		if i = skipValue(p, skipSpace(p, i+1)); i < 0 {
+			return true
+		}
+		i = skipSpace(p, i)
+		switch {
+		case i == len(p):
+			return true
+		case p[i] == '}':
+			return false
+		case p[i] == ',':
+			i = skipSpace(p, i+1)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString returns the index after the JSON string starting at p[i]
+// (a quote), or -1 when it does not end, and whether it is plain: ASCII
+// without escapes.
+func scanString(p []byte, i int) (end int, plain bool) {
+	plain = true
+	for j := i + 1; j < len(p); j++ {
+		switch c := p[j]; {
+		case c == '"':
+			return j + 1, plain
+		case c == '\\':
+			plain = false
+			j++
+		case c >= utf8.RuneSelf:
+			plain = false
+		}
+	}
+	return -1, false
+}
+
+// skipString returns the index after the JSON string starting at p[i] (a
+// quote), or -1 when it does not end: its closing quote is the first one
+// after an even number of backslashes.
+func skipString(p []byte, i int) int {
+	for j := i + 1; ; j++ {
+		k := bytes.IndexByte(p[j:], '"')
+		if k < 0 {
+			return -1
+		}
+		j += k
+		escaped := false
+		for b := j - 1; b > i && p[b] == '\\'; b-- {
+			escaped = !escaped
+		}
+		if !escaped {
+			return j + 1
+		}
+	}
+}
+
+// skipValue returns the index after the JSON value starting at p[i], or
+// -1 when it does not find its end. It checks no more than it needs to
+// find the end of a valid value.
+func skipValue(p []byte, i int) int {
+	if i == len(p) {
+		return -1
+	}
+	switch p[i] {
+	case '"':
+		return skipString(p, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(p); j++ {
+			switch p[j] {
+			case '"':
+				end := skipString(p, j)
+				if end < 0 {
+					return -1
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(p) && p[j] != ',' && p[j] != '}' && p[j] != ']' && p[j] != ' ' &&
+		p[j] != '\t' && p[j] != '\n' && p[j] != '\r' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }
 
 func truncate(s string, n int) string {

@@ -20,7 +20,14 @@
 // node (competing consumers): named q_<tenant>_<queue>, explicit acks,
 // unlimited deliveries, and an ack wait of the function's timeout plus
 // Config.VisibilityMargin, so a message whose node died becomes visible
-// again. Each node runs at most the trigger's concurrency batches at once.
+// again. Each node runs at most the trigger's concurrency batches at once
+// and pulls continuously (jetstream Consume), keeping up to a batch per
+// slot (at most 1,000 messages) fetched ahead, so a slot that frees starts
+// its next batch at once. Without a batch window a batch holds what was
+// fetched, and waits a few milliseconds for the messages JetStream reported
+// waiting behind it, so a backlog runs in full batches. A stopped trigger
+// runs what it fetched; a stopping node gives it back (Nak), which, like
+// any delivery, counts towards the message's retries.
 // Lambda-style runtimes get the SQS batch event and may answer with
 // {"batchItemFailures":[...]}; http and wasm functions get one message per
 // invocation as a binary-mode CloudEvent. A failed message is redelivered

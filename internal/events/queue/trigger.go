@@ -8,16 +8,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"aloft/internal/fn"
 )
 
 const (
-	// longPoll bounds one wait for a trigger's first message; the loop then
-	// asks again. Short enough that a changed function timeout reaches the
-	// consumer soon, long enough that an idle trigger costs nothing.
+	// longPoll is how long one pull request of a trigger waits on the
+	// server; the pull then asks again. A stopped loop's last request is
+	// gone from the consumer within it.
 	longPoll = 10 * time.Second
+	// maxPrefetch bounds the messages a loop fetches ahead of its batches.
+	maxPrefetch = 1000
+	// fillWait bounds how long a batch without a window waits for messages
+	// JetStream reported waiting (the pull brings them, unless another
+	// node's pull gets them first).
+	fillWait = 5 * time.Millisecond
 	// minAckPending is the least number of delivered, unacknowledged
 	// messages (running, or waiting out a retry backoff) a trigger's
 	// consumer allows across all nodes.
@@ -196,56 +203,36 @@ func (l *loop) poke() {
 	}
 }
 
-// run fetches until ctx (the loop's) ends. Batches run under runCtx (Run's
-// context), so a stopped loop's batches finish.
+// run consumes until ctx (the loop's) ends. Batches run under runCtx
+// (Run's context), so a stopped loop's batches finish.
 func (l *loop) run(runCtx, ctx context.Context, wg *sync.WaitGroup) {
-	sem := make(chan struct{}, l.spec.concurrency)
-	var cons jetstream.Consumer
-	var set settings
+	w := &workers{sem: make(chan struct{}, l.spec.concurrency), jobs: make(chan job)}
+	for range l.spec.concurrency {
+		wg.Go(func() {
+			for j := range w.jobs {
+				l.handle(runCtx, j.set, j.msgs)
+				<-w.sem
+			}
+		})
+	}
+	defer close(w.jobs)
 	pause := firstRetry
 	for ctx.Err() == nil {
 		select {
-		case <-l.poked:
-			cons = nil
+		case <-l.poked: // setup reads the function anyway
 		default:
 		}
-		if cons == nil {
-			var err error
-			if cons, set, err = l.setup(ctx); err != nil {
-				l.log.Warn("queue trigger setup", "error", err)
-				pause = sleep(ctx, pause)
-				continue
-			}
-			pause = firstRetry
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		msgs, err := l.fetch(ctx, cons)
-		switch {
-		case ctx.Err() != nil:
-			<-sem
-			for _, m := range msgs {
-				_ = m.Nak() // not started: let another consumer have it now
-			}
-			return
-		case err != nil:
-			<-sem
-			l.log.Warn("queue fetch", "error", err)
-			cons = nil // the consumer may be gone: set it up again
+		cons, set, err := l.setup(ctx)
+		if err != nil {
+			l.log.Warn("queue trigger setup", "error", err)
 			pause = sleep(ctx, pause)
-			continue
-		case len(msgs) == 0:
-			<-sem
 			continue
 		}
 		pause = firstRetry
-		wg.Go(func() {
-			defer func() { <-sem }()
-			l.handle(runCtx, set, msgs)
-		})
+		if err := l.consume(runCtx, ctx, cons, set, w); err != nil && ctx.Err() == nil {
+			l.log.Warn("queue consume", "error", err)
+			pause = sleep(ctx, pause)
+		}
 	}
 }
 
@@ -291,59 +278,223 @@ func (l *loop) setup(ctx context.Context) (jetstream.Consumer, settings, error) 
 	return cons, set, nil
 }
 
-// fetch returns the next batch: up to batchSize messages, waiting at most
-// the batch window for more once one is there. With no window it returns
-// what is available, but waits (in long polls) for at least one message.
-// It returns no messages and no error when a long poll ends empty.
-func (l *loop) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	n, window := l.spec.batchSize, l.spec.window
-	b, err := cons.FetchNoWait(n)
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := collect(b, nil)
-	if err != nil || len(msgs) == n || (len(msgs) > 0 && window == 0) {
-		return msgs, err
-	}
-	if len(msgs) == 0 {
-		if msgs, err = fetchWait(ctx, cons, 1, longPoll, nil); err != nil || len(msgs) == 0 {
-			return msgs, err
-		}
-		if n == 1 {
-			return msgs, nil
-		}
-		if window == 0 {
-			if b, err = cons.FetchNoWait(n - 1); err != nil {
-				return msgs, err
+// workers run a loop's batches, at most spec.concurrency at once: a
+// batch takes a slot in sem before it is collected and its worker gives
+// the slot back once it ran, so a batch handed to jobs finds a worker free
+// (or about to be). The workers outlive no loop: run closes jobs.
+type workers struct {
+	sem  chan struct{}
+	jobs chan job
+}
+
+// job is one batch for a worker and the function settings it runs with.
+type job struct {
+	set  settings
+	msgs []fetched
+}
+
+// fetched is a delivered message, its metadata (nil when it has none)
+// and when it reached this node.
+type fetched struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+	at  time.Time
+}
+
+// prefetch is how many messages a loop asks JetStream for ahead of its
+// batches: a batch per slot, so that a slot that frees finds its next
+// batch already here, at most maxPrefetch (but always a batch).
+func prefetch(s spec) int {
+	return max(s.batchSize, min(s.batchSize*s.concurrency, maxPrefetch))
+}
+
+// consume pulls cons continuously and hands each batch to a worker until
+// ctx (the loop's) ends or the pull fails. A poke re-reads the function
+// without stopping the pull.
+// When ctx ends it stops pulling and still runs the messages it fetched
+// (they were delivered to this node), unless runCtx ended too: then it
+// gives them back (Nak) for another node to run now. After a failure it
+// gives them back and returns the error.
+func (l *loop) consume(runCtx, ctx context.Context, cons jetstream.Consumer, set settings, w *workers) error {
+	s := l.spec
+	f := &feed{c: make(chan fetched, s.batchSize), quit: make(chan struct{})}
+	defer f.close()
+	failed := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) { f.put(runCtx, m) },
+		jetstream.PullMaxMessages(prefetch(s)), jetstream.PullExpiry(longPoll),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+				errors.Is(err, jetstream.ErrConsumerDeleted) {
+				select {
+				case failed <- err:
+				default:
+				}
 			}
-			return collect(b, msgs)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume queue %q: %w", s.queue, err)
+	}
+	closed := cc.Closed()
+	fail := func(err error) error {
+		cc.Stop()
+		f.giveBack()
+		return err
+	}
+	for {
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return l.drain(runCtx, cc, set, f, w)
+		case <-l.poked:
+			if _, set, err = l.setup(ctx); err != nil {
+				return fail(err)
+			}
+			continue
+		case err := <-failed:
+			return fail(err)
+		case <-closed:
+			return fail(errors.New("the pull stopped"))
+		}
+		select {
+		case first := <-f.c:
+			w.jobs <- job{set, l.batch(ctx, first, f.c)}
+			continue
+		case <-ctx.Done():
+			<-w.sem
+			return l.drain(runCtx, cc, set, f, w)
+		case <-l.poked:
+			<-w.sem
+			if _, set, err = l.setup(ctx); err != nil {
+				return fail(err)
+			}
+		case err := <-failed:
+			<-w.sem
+			return fail(err)
+		case <-closed:
+			<-w.sem
+			return fail(errors.New("the pull stopped"))
 		}
 	}
-	return fetchWait(ctx, cons, n-len(msgs), window, msgs)
 }
 
-// fetchWait fetches up to n messages onto dst, waiting at most d.
-func fetchWait(ctx context.Context, cons jetstream.Consumer, n int, d time.Duration, dst []jetstream.Msg) ([]jetstream.Msg, error) {
-	if d < time.Millisecond {
-		return dst, nil
+// drain stops pulling and runs the messages already fetched, or gives
+// them back once runCtx ends.
+func (l *loop) drain(runCtx context.Context, cc jetstream.ConsumeContext, set settings, f *feed, w *workers) error {
+	closed := cc.Closed()
+	cc.Drain()
+	for {
+		var first fetched
+		select {
+		case first = <-f.c:
+		case <-closed:
+			select {
+			case first = <-f.c:
+			default:
+				return nil // the pull is drained: nothing more comes
+			}
+		case <-runCtx.Done():
+			f.giveBack()
+			return nil
+		}
+		select {
+		case w.sem <- struct{}{}:
+			w.jobs <- job{set, l.batch(runCtx, first, f.c)} // handle gives it back if runCtx ended
+		case <-runCtx.Done():
+			_ = first.msg.Nak()
+			f.giveBack()
+			return nil
+		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	b, err := cons.Fetch(n, jetstream.FetchContext(wctx))
-	if err != nil {
-		return dst, err
-	}
-	msgs, err := collect(b, dst)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		err = nil // our own wait ended
-	}
-	return msgs, err
 }
 
-// collect appends b's messages to dst.
-func collect(b jetstream.MessageBatch, dst []jetstream.Msg) ([]jetstream.Msg, error) {
-	for m := range b.Messages() {
-		dst = append(dst, m)
+// feed carries the messages a pull delivers to the loop that batches
+// them.
+type feed struct {
+	c    chan fetched
+	quit chan struct{} // closed once the loop no longer takes from c
+	mu   sync.RWMutex  // read-held while a delivery is being put on c
+	once sync.Once
+}
+
+// put hands a delivered message to the loop, or gives it back when the
+// loop quit or runCtx ended.
+func (f *feed) put(runCtx context.Context, m jetstream.Msg) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	md, _ := m.Metadata() // nil: handle gives it back
+	select {
+	case <-f.quit:
+		_ = m.Nak()
+		return
+	default:
 	}
-	return dst, b.Error()
+	select {
+	case f.c <- fetched{msg: m, md: md, at: time.Now()}:
+	case <-f.quit:
+		_ = m.Nak()
+	case <-runCtx.Done():
+		_ = m.Nak()
+	}
+}
+
+func (f *feed) close() { f.once.Do(func() { close(f.quit) }) }
+
+// giveBack quits and naks the messages left on the feed, those a put in
+// progress still leaves there included: not started, another consumer may
+// have them now.
+func (f *feed) giveBack() {
+	f.close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		select {
+		case m := <-f.c:
+			_ = m.msg.Nak()
+		default:
+			return
+		}
+	}
+}
+
+// batch returns first and up to batchSize-1 more messages: those already
+// fetched and, with a batch window, those arriving until the window
+// (counted from first's arrival) ends or ctx ends. Without a window it
+// still waits up to fillWait for the messages JetStream reported waiting
+// behind the last one (they are on their way), so a backlog runs in full
+// batches.
+func (l *loop) batch(ctx context.Context, first fetched, feed chan fetched) []fetched {
+	n := l.spec.batchSize
+	msgs := make([]fetched, 1, n)
+	msgs[0] = first
+	var window <-chan time.Time
+	if d := l.spec.window - time.Since(first.at); d >= time.Millisecond {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		window = t.C
+	}
+	for len(msgs) < n {
+		select {
+		case f := <-feed:
+			msgs = append(msgs, f)
+			continue
+		default:
+		}
+		if window == nil {
+			if last := msgs[len(msgs)-1]; last.md == nil || last.md.NumPending == 0 {
+				break
+			}
+			t := time.NewTimer(fillWait)
+			defer t.Stop()
+			window = t.C
+		}
+		select {
+		case f := <-feed:
+			msgs = append(msgs, f)
+			continue
+		case <-window:
+		case <-ctx.Done():
+		}
+		break
+	}
+	return msgs
 }

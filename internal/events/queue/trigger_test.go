@@ -589,6 +589,75 @@ func TestSetTriggersStopsRemovedTriggers(t *testing.T) {
 	}
 }
 
+// A backlog runs in full batches: the messages fetched ahead fill each
+// batch.
+func TestBacklogRunsInFullBatches(t *testing.T) {
+	e := newEnv(t, nil)
+	e.function("f", fn.RuntimeLambda, time.Second)
+	e.queue("q")
+	bodies := make([]string, 200)
+	for i := range bodies {
+		bodies[i] = strconv.Itoa(i)
+	}
+	e.send("q", bodies...)
+	e.trigger("f", fn.Event{Queue: "q", BatchSize: 10, Concurrency: 4})
+	e.run()
+	eventually(t, 10*time.Second, "every message", func() bool { return len(e.user.seen()) == len(bodies) })
+	full := 0
+	for _, c := range e.user.snapshot() {
+		if len(c.msgs) == 10 {
+			full++
+		}
+	}
+	if full < 18 {
+		t.Errorf("%d full batches of 10 for a backlog of 200, want at least 18", full)
+	}
+}
+
+// A stopping node gives the messages it fetched ahead back at once, for
+// another node to run, rather than holding them until their ack wait ends.
+func TestStopGivesBackFetchedMessages(t *testing.T) {
+	e := newEnv(t, nil)
+	e.function("f", fn.RuntimeLambda, 10*time.Second) // an ack wait of 10.2s
+	e.queue("q")
+	bodies := make([]string, 40)
+	for i := range bodies {
+		bodies[i] = strconv.Itoa(i)
+	}
+	e.send("q", bodies...)
+	e.user.setAnswer(func(ctx context.Context, _ invoke.Request, _ int) (*invoke.Response, error) {
+		<-ctx.Done() // in flight until the stop
+		return nil, ctx.Err()
+	})
+	e.trigger("f", fn.Event{Queue: "q", BatchSize: 2, Concurrency: 2})
+	stop := e.run()
+	ctx := context.Background()
+	var cons jetstream.Consumer
+	eventually(t, 5*time.Second, "messages fetched ahead of the two batches in flight", func() bool {
+		c, err := e.st.JetStream().Consumer(ctx, Stream, consumerName(tenant, "q"))
+		if err != nil || e.user.running.Load() != 2 {
+			return false
+		}
+		info, err := c.Info(ctx)
+		cons = c
+		return err == nil && info.NumAckPending > 4
+	})
+	stop()
+	// Another node gets every message but the 4 of the batches cut short,
+	// which wait out their ack wait.
+	b, err := cons.Fetch(40, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range b.Messages() {
+		n++
+	}
+	if n != 36 {
+		t.Errorf("another consumer fetched %d messages within 2s of the stop, want 36", n)
+	}
+}
+
 func bodies(calls []call) []string {
 	var out []string
 	for _, c := range calls {

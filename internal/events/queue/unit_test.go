@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +105,15 @@ var batchResponses = []struct {
 	{"wrong key", `{"batchItemFailures":[{"id":"a"}]}`, nil, false},
 	{"number id", `{"batchItemFailures":[{"itemIdentifier":1}]}`, nil, false},
 	{"entry not an object", `{"batchItemFailures":["a"]}`, nil, false},
+	{"after other keys", `{"Records":[{"body":"{\"batchItemFailures\":1}","a":{"b":["]}",-1.5e3,true,null]}}],` +
+		` "n" : 12 , "batchItemFailures":[{"itemIdentifier":"a"}]}`, []string{"a"}, true},
+	{"echoed event", `{"Records":[{"messageId":"a","body":"{\"batchItemFailures\":[]}"}]}`, nil, true},
+	{"nested key", `{"x":{"batchItemFailures":[{"itemIdentifier":"a"}]}}`, nil, true},
+	{"key in another case", `{"BATCHitemFAILURES":[{"itemIdentifier":"a"}]}`, []string{"a"}, true},
+	{"escaped key", `{"batchItem\u0046ailures":[{"itemIdentifier":"a"}]}`, []string{"a"}, true},
+	{"twice", `{"batchItemFailures":[],"batchItemFailures":[{"itemIdentifier":"a"}]}`, []string{"a"}, true},
+	{"long s key", `{"batchItemFailureſ":[{"itemIdentifier":"a"}]}`, []string{"a"}, true},
+	{"truncated", `{"n":1,"batchItemFailures":[{"itemIdentifier":"a"}]`, nil, true},
 }
 
 func TestParseBatchResponse(t *testing.T) {
@@ -122,6 +133,9 @@ func TestParseBatchResponse(t *testing.T) {
 func FuzzParseBatchResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		failures, ok := parseBatchResponse(payload)
+		if want, wantOK := decodeBatchResponse(payload); !slices.Equal(failures, want) || ok != wantOK {
+			t.Fatalf("parseBatchResponse = %q, %v; decoding says %q, %v", failures, ok, want, wantOK)
+		}
 		if !ok && failures != nil {
 			t.Fatalf("malformed, yet failures %q", failures)
 		}
@@ -187,6 +201,9 @@ func FuzzSQSEvent(f *testing.F) {
 		it := &item{body: string(body), delivered: 1, seq: 7, received: time.Now()}
 		it.id, it.sent, it.attrs = parseHeaders(h, 7, time.Now())
 		payload := q.sqsEvent(spec{queue: "q"}, []*item{it})
+		if want := q.sqsEventByReflection(spec{queue: "q"}, []*item{it}); !bytes.Equal(payload, want) {
+			t.Fatalf("the event differs from encoding/json's:\n%s\n%s", payload, want)
+		}
 		var ev events.SQSEvent
 		if err := json.Unmarshal(payload, &ev); err != nil {
 			t.Fatalf("%v\n%s", err, payload)
@@ -306,6 +323,145 @@ func TestJSONSafe(t *testing.T) {
 		_ = json.Unmarshal(b, &back)
 		if got := jsonSafe(s); got != back {
 			t.Errorf("jsonSafe(%q) = %q, json carries %q", s, got, back)
+		}
+	}
+}
+
+// The SQS event as encoding/json encodes it: the reference sqsEvent
+// writes by hand.
+type (
+	sqsEventJSON struct {
+		Records []sqsRecordJSON `json:"Records"`
+	}
+	sqsRecordJSON struct {
+		MessageID              string                      `json:"messageId"`
+		ReceiptHandle          string                      `json:"receiptHandle"`
+		Body                   string                      `json:"body"`
+		Attributes             sqsAttributesJSON           `json:"attributes"`
+		MessageAttributes      map[string]sqsAttributeJSON `json:"messageAttributes"`
+		MD5OfMessageAttributes *string                     `json:"md5OfMessageAttributes"`
+		MD5OfBody              string                      `json:"md5OfBody"`
+		EventSource            string                      `json:"eventSource"`
+		EventSourceARN         string                      `json:"eventSourceARN"`
+		AWSRegion              string                      `json:"awsRegion"`
+	}
+	sqsAttributesJSON struct {
+		ApproximateReceiveCount          string `json:"ApproximateReceiveCount"`
+		SentTimestamp                    string `json:"SentTimestamp"`
+		SenderID                         string `json:"SenderId"`
+		ApproximateFirstReceiveTimestamp string `json:"ApproximateFirstReceiveTimestamp"`
+	}
+	sqsAttributeJSON struct {
+		StringValue      string   `json:"stringValue"`
+		StringListValues []string `json:"stringListValues"`
+		BinaryListValues []string `json:"binaryListValues"`
+		DataType         string   `json:"dataType"`
+	}
+)
+
+func (q *Queues) sqsEventByReflection(s spec, items []*item) []byte {
+	arn := "arn:aws:sqs:" + q.cfg.Region + ":" + q.cfg.Account + ":" + s.queue
+	ev := sqsEventJSON{Records: make([]sqsRecordJSON, len(items))}
+	for i, it := range items {
+		body := jsonSafe(it.body)
+		sum := md5.Sum([]byte(body))
+		firstReceive := it.received
+		if it.delivered > 1 {
+			firstReceive = it.sent
+		}
+		r := sqsRecordJSON{
+			MessageID:     it.id,
+			ReceiptHandle: string(appendReceiptHandle(nil, s.queue, it.seq, it.delivered)),
+			Body:          body,
+			Attributes: sqsAttributesJSON{
+				ApproximateReceiveCount:          strconv.Itoa(it.delivered),
+				SentTimestamp:                    strconv.FormatInt(it.sent.UnixMilli(), 10),
+				SenderID:                         "aloft",
+				ApproximateFirstReceiveTimestamp: strconv.FormatInt(firstReceive.UnixMilli(), 10),
+			},
+			MessageAttributes: make(map[string]sqsAttributeJSON, len(it.attrs)),
+			MD5OfBody:         hex.EncodeToString(sum[:]),
+			EventSource:       "aws:sqs",
+			EventSourceARN:    arn,
+			AWSRegion:         q.cfg.Region,
+		}
+		if len(it.attrs) > 0 {
+			attrs := make(map[string]string, len(it.attrs))
+			for k, v := range it.attrs {
+				k, v = jsonSafe(k), jsonSafe(v)
+				attrs[k] = v
+				r.MessageAttributes[k] = sqsAttributeJSON{StringValue: v, StringListValues: []string{}, BinaryListValues: []string{}, DataType: "String"}
+			}
+			sum := attributesMD5(attrs)
+			r.MD5OfMessageAttributes = &sum
+		}
+		ev.Records[i] = r
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ev); err != nil {
+		panic(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// The hand-written event is encoding/json's, for every case and for
+// strings that need escaping.
+func TestSQSEventMatchesEncodingJSON(t *testing.T) {
+	q := &Queues{cfg: Config{Region: "eu-west-\u2028", Account: DefaultAccount}}
+	var items []*item
+	for _, tc := range sqsCases {
+		h := nats.Header{hdrID: {tc.id}, hdrSent: {tc.sent}, hdrAttrs: {tc.attrs}}
+		it := &item{body: tc.body, delivered: 2, seq: 1 << 40, received: time.UnixMilli(1700000000123)}
+		it.id, it.sent, it.attrs = parseHeaders(h, 7, time.UnixMilli(1600000000000))
+		items = append(items, it)
+	}
+	var all strings.Builder
+	for c := range 256 {
+		all.WriteByte(byte(c))
+	}
+	all.WriteString("\u2028\u2029<>&é😀\xed\xa0\x80")
+	items = append(items, &item{id: all.String(), body: all.String(), delivered: 1,
+		attrs: map[string]string{all.String(): all.String(), "b": "", "a": "\x00"}})
+	for n := range len(items) + 1 {
+		if got, want := q.sqsEvent(spec{queue: "orders"}, items[:n]), q.sqsEventByReflection(spec{queue: "orders"}, items[:n]); !bytes.Equal(got, want) {
+			t.Errorf("%d records: the event differs from encoding/json's:\n%s\n%s", n, got, want)
+		}
+	}
+}
+
+// benchItems are a batch of ten small messages, as the benchmark program
+// sends them.
+func benchItems() []*item {
+	items := make([]*item, 10)
+	now := time.Now()
+	for i := range items {
+		items[i] = &item{id: newUUID(), body: fmt.Sprintf(`{"n":%d}`, i), delivered: 1, seq: uint64(1000 + i),
+			sent: now, received: now}
+	}
+	return items
+}
+
+func BenchmarkSQSEvent(b *testing.B) {
+	q := &Queues{cfg: Config{Region: DefaultRegion, Account: DefaultAccount}}
+	items := benchItems()
+	b.ReportAllocs()
+	for b.Loop() {
+		q.sqsEvent(spec{queue: "benchq"}, items)
+	}
+}
+
+// BenchmarkParseBatchResponse parses what an echo function answers: the
+// event itself.
+func BenchmarkParseBatchResponse(b *testing.B) {
+	q := &Queues{cfg: Config{Region: DefaultRegion, Account: DefaultAccount}}
+	payload := q.sqsEvent(spec{queue: "benchq"}, benchItems())
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if failures, ok := parseBatchResponse(payload); !ok || failures != nil {
+			b.Fatal(failures, ok)
 		}
 	}
 }
