@@ -333,7 +333,10 @@ func TestQueueGroupAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "50 enqueues", func() bool { return len(e.q.list()) >= 50 })
+	// The counter moves just after the enqueuer returns: wait for both.
+	eventually(t, "50 enqueues", func() bool {
+		return len(e.q.list()) >= 50 && e.s.Stats().Enqueued+other.Stats().Enqueued-before >= 50
+	})
 	if got := e.s.Stats().Enqueued + other.Stats().Enqueued - before; got != 50 || len(e.q.list()) != 50 {
 		t.Errorf("%d enqueues (%d recorded) for 50 messages, want each once", got, len(e.q.list()))
 	}
