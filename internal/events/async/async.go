@@ -13,17 +13,18 @@
 package async
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
@@ -79,6 +80,8 @@ const (
 	// maxTraceLen bounds a trace header; maxHeadersLen the extra headers.
 	maxTraceLen   = 1024
 	maxHeadersLen = 8 << 10
+	// publishTimeout bounds a store of an event (jetstream's default).
+	publishTimeout = 5 * time.Second
 	// errCodeStoreFailed is JetStream's "storing the message failed" code:
 	// for a work queue with DiscardNew, the stream is full.
 	errCodeStoreFailed = 10077
@@ -275,7 +278,7 @@ type Async struct {
 	maxPayload int64
 
 	fnMu    sync.RWMutex
-	fns     map[string]cachedFunction
+	fns     map[fnKey]cachedFunction
 	fnGen   atomic.Uint64 // bumped by Forget so a read in flight is not cached
 	fnGroup singleflight.Group
 
@@ -288,6 +291,10 @@ type Async struct {
 	wakeSet map[string]struct{} // functions Enqueue saw without a worker
 	wake    chan struct{}
 }
+
+// fnKey names a function in maps read on every event, where a
+// concatenated string would cost an allocation.
+type fnKey struct{ tenant, function string }
 
 type cachedFunction struct {
 	f  *fn.Function
@@ -309,7 +316,7 @@ func New(cfg Config) (*Async, error) {
 		rand:    rand.Float64,
 		tune:    defaultTuning,
 		sem:     semaphore.NewWeighted(int64(cfg.MaxInFlight)),
-		fns:     map[string]cachedFunction{},
+		fns:     map[fnKey]cachedFunction{},
 		wakeSet: map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
 	}, nil
@@ -409,7 +416,7 @@ func (a *Async) Enqueue(ctx context.Context, e Event) (id string, duplicate bool
 	if err != nil {
 		return "", false, err
 	}
-	ack, err := a.cfg.JS.PublishMsg(ctx, msg)
+	ack, err := a.publish(ctx, msg)
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed {
@@ -441,12 +448,70 @@ func (a *Async) Enqueue(ctx context.Context, e Event) (id string, duplicate bool
 	return id, false, nil
 }
 
-var (
-	tenantRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	idRE      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	versionRE = regexp.MustCompile(`^[1-9][0-9]{0,9}$`)
-	triggerRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
-)
+// Checks of what an event holds, by hand: regular expressions cost more
+// than the rest of an Enqueue. Each is pinned to the expression in its
+// comment by TestValidators.
+
+// validTenant: ^[A-Za-z0-9_-]{1,64}$
+func validTenant(s string) bool { return len(s) <= 64 && isToken(s) }
+
+// validID: ^[A-Za-z0-9_-]{1,128}$
+func validID(s string) bool { return len(s) <= maxIDLen && isToken(s) }
+
+// isToken: ^[A-Za-z0-9_-]+$
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validVersion: ^[1-9][0-9]{0,9}$
+func validVersion(s string) bool {
+	if s == "" || len(s) > 10 || s[0] == '0' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// validTrigger: ^[a-z][a-z0-9-]{0,31}$
+func validTrigger(s string) bool {
+	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validFunction is a quick fn.ValidateName for the common case: lower-case
+// letters, digits and inner '-', at most fn.MaxNameLen. What it accepts
+// fn.ValidateName accepts; what it refuses is checked there.
+func validFunction(s string) bool {
+	if s == "" || len(s) > fn.MaxNameLen || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // normalize fills e's defaults and checks what will be stored.
 func normalize(e *Event) error {
@@ -457,21 +522,23 @@ func normalize(e *Event) error {
 		e.Qualifier = fn.LatestVersion
 	}
 	switch {
-	case !tenantRE.MatchString(e.Tenant):
+	case !validTenant(e.Tenant):
 		return fn.Invalid("tenant %q is invalid: use 1-64 letters, digits, '-' or '_'", e.Tenant)
-	case e.ID != "" && !idRE.MatchString(e.ID):
+	case e.ID != "" && !validID(e.ID):
 		return fn.Invalid("invocation id %q is invalid: use 1-%d letters, digits, '-' or '_'", e.ID, maxIDLen)
-	case !triggerRE.MatchString(e.Trigger):
+	case !validTrigger(e.Trigger):
 		return fn.Invalid("trigger %q is invalid: use api, schedule, subject, destination or redrive", e.Trigger)
 	case len(e.IdempotencyKey) > maxKeyLen || !printable(e.IdempotencyKey):
 		return fn.Invalid("idempotency key is invalid: use at most %d printable ASCII characters", maxKeyLen)
 	case len(e.TraceID) > maxTraceLen || !printable(e.TraceID):
 		return fn.Invalid("trace id is invalid: use at most %d printable ASCII characters", maxTraceLen)
 	}
-	if err := fn.ValidateName(e.Function); err != nil {
-		return err
+	if !validFunction(e.Function) {
+		if err := fn.ValidateName(e.Function); err != nil {
+			return err
+		}
 	}
-	if e.Qualifier != fn.LatestVersion && !versionRE.MatchString(e.Qualifier) {
+	if e.Qualifier != fn.LatestVersion && !validVersion(e.Qualifier) {
 		if fn.ValidateAliasName(e.Qualifier) != nil {
 			return fn.Invalid("qualifier %q is invalid: use $LATEST, a version number or an alias", e.Qualifier)
 		}
@@ -513,6 +580,40 @@ func byteSize(n int64) string {
 		return strconv.FormatInt(n>>10, 10) + " KiB"
 	}
 	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// publish stores msg in the stream and returns JetStream's answer. It is
+// jetstream's PublishMsg (retrying while no server answers, the same
+// errors) without what costs most on this path: a context with a deadline
+// per call, and reflection to read the answer. Once sent, msg's answer is
+// awaited even if ctx ends (at most publishTimeout, or ctx's deadline).
+func (a *Async) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	timeout := publishTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(deadline))
+	}
+	if err := ctx.Err(); err != nil || timeout <= 0 {
+		return nil, cmp.Or(err, context.DeadlineExceeded)
+	}
+	nc := a.cfg.JS.Conn()
+	resp, err := nc.RequestMsg(msg, timeout)
+	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
+		t := time.NewTimer(jetstream.DefaultPubRetryWait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		resp, err = nc.RequestMsg(msg, timeout)
+	}
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, jetstream.ErrNoStreamResponse
+	case err != nil:
+		return nil, err
+	}
+	return parsePubAck(resp.Data)
 }
 
 // storedID returns the id of the stored event at seq, or fallback when it
@@ -560,13 +661,13 @@ func consumerName(tenant, function string) string { return consumerPrefix + tena
 // function returns a function's $LATEST state, cached for functionTTL
 // (Forget drops it sooner). Not-found answers are not cached.
 func (a *Async) function(ctx context.Context, tenant, name string) (*fn.Function, error) {
-	key := tenant + "/" + name
 	a.fnMu.RLock()
-	c, ok := a.fns[key]
+	c, ok := a.fns[fnKey{tenant, name}]
 	a.fnMu.RUnlock()
 	if ok && a.now().Sub(c.at) < functionTTL {
 		return c.f, nil
 	}
+	key := tenant + "/" + name
 	v, err, _ := a.fnGroup.Do(key, func() (any, error) {
 		// Shared by every caller waiting here: one caller going away must
 		// not fail the others.
@@ -582,7 +683,7 @@ func (a *Async) function(ctx context.Context, tenant, name string) (*fn.Function
 			if len(a.fns) >= maxCachedFunctions {
 				clear(a.fns)
 			}
-			a.fns[key] = cachedFunction{f: f, at: a.now()}
+			a.fns[fnKey{tenant, name}] = cachedFunction{f: f, at: a.now()}
 		}
 		a.fnMu.Unlock()
 		return f, nil
@@ -599,7 +700,7 @@ func (a *Async) Forget(tenant, function string) {
 	key := tenant + "/" + function
 	a.fnMu.Lock()
 	a.fnGen.Add(1)
-	delete(a.fns, key)
+	delete(a.fns, fnKey{tenant, function})
 	a.fnMu.Unlock()
 	a.ensured.Delete(key)
 }

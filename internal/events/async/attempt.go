@@ -65,37 +65,45 @@ func (fl failure) text() string {
 	return fl.Type + ": " + fl.Message
 }
 
-// handle runs one delivered event and settles it. It owns msg: every path
-// acknowledges, hands back or (when Run stops) leaves it.
-func (a *Async) handle(ctx context.Context, msg jetstream.Msg) {
-	a.keep.add(msg)
+// handle runs one delivered event, which the keeper keeps alive, and
+// settles it. It owns msg: every path acknowledges, hands back or (when
+// Run stops) leaves it. It returns how long the attempt took, with ok
+// false when none ran.
+func (a *Async) handle(ctx context.Context, msg jetstream.Msg) (dur time.Duration, ok bool) {
 	d, ok := a.open(ctx, msg)
 	if !ok {
-		return
+		return 0, false
 	}
 	retries, maxAge := d.f.Async.RetryCount(), d.f.Async.Age()
 	switch {
 	case d.failures > retries:
 		a.deadLetter(ctx, d, d.failures, d.last, ReasonRetries, condRetries)
-		return
+		return 0, false
 	case a.now().Sub(d.ev.accepted) > maxAge:
 		a.deadLetter(ctx, d, d.failures, d.last, ReasonAge, condAge)
-		return
+		return 0, false
 	}
 	attempt := d.failures + 1
-	a.record(records.Record{ID: d.ev.ID, Tenant: d.ev.Tenant, Function: d.ev.Function,
-		Version: d.ev.Qualifier, Trigger: d.ev.Trigger, Status: records.Running, Attempt: attempt})
-	a.stat.started.Add(1)
 	start := a.now()
+	a.record(records.Record{ID: d.ev.ID, Tenant: d.ev.Tenant, Function: d.ev.Function,
+		Version: d.ev.Qualifier, Trigger: d.ev.Trigger, Status: records.Running, Attempt: attempt, Time: start})
+	a.stat.started.Add(1)
 	resp, err := a.invoke(ctx, d)
 	if ctx.Err() != nil {
 		a.keep.remove(msg) // Run stops: JetStream delivers it again after AckWait
-		return
+		return 0, false
+	}
+	dur = a.now().Sub(start)
+	if err == nil && !resp.FunctionError && d.failures == 0 && d.f.Async.OnSuccess == "" {
+		// Settling a first success blocks on nothing: no context needed.
+		a.succeed(ctx, d, attempt, dur, resp)
+		return dur, true
 	}
 	// The attempt ran: settle it even if Run stops meanwhile.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	a.settleAttempt(sctx, d, attempt, a.now().Sub(start), resp, err)
+	a.settleAttempt(sctx, d, attempt, dur, resp, err)
+	return dur, true
 }
 
 // open decodes a delivery, reads the function and, for a redelivery, the

@@ -30,9 +30,16 @@ const (
 	// maxFetch bounds one fetch.
 	maxFetch = 256
 	// holdMax is how long a fetched event waits for a node-wide slot
-	// before it is handed back; deferDelay is when it is offered again.
+	// before it is handed back, deferDelay when it is offered again; a
+	// prefetched event waiting that long for its function's next slot is
+	// handed back at once, for any node to take.
 	holdMax    = time.Second
 	deferDelay = time.Second
+	// prefetchBelow is the average attempt duration under which a pull
+	// loop holds fetched events ahead of its function's free slots, at
+	// most maxPrefetch of them.
+	prefetchBelow = 100 * time.Millisecond
+	maxPrefetch   = 64
 	// maxWake bounds the functions Enqueue asks Run to start loops for
 	// between two discovery rounds; beyond it the next round finds them.
 	maxWake = 1024
@@ -40,10 +47,10 @@ const (
 
 // tuning holds the loop timings, which tests shorten.
 type tuning struct {
-	discoverEvery, idleStop, probeWait time.Duration
+	discoverEvery, idleStop, probeWait, holdMax time.Duration
 }
 
-var defaultTuning = tuning{discoverEvery: discoverEvery, idleStop: idleStop, probeWait: probeWait}
+var defaultTuning = tuning{discoverEvery: discoverEvery, idleStop: idleStop, probeWait: probeWait, holdMax: holdMax}
 
 // worker is the pull loop of one function on this node.
 type worker struct {
@@ -52,8 +59,17 @@ type worker struct {
 	cancel           context.CancelFunc
 	done             chan struct{}
 	inflight         atomic.Int64
-	freed            chan struct{} // signalled when an attempt ends
+	limit            atomic.Int64  // the function's cap, as the pull loop last read it
+	freed            chan struct{} // signalled when an attempt ends or few are held
 	lastActive       atomic.Int64  // unix nanoseconds of the last event fetched
+	// avgAttempt is a moving average of attempt durations in nanoseconds
+	// (-1: none yet), which decides whether to prefetch.
+	avgAttempt atomic.Int64
+
+	mu       sync.Mutex
+	ready    []heldMsg // fetched events waiting for a slot, oldest first from head
+	head     int
+	lowWater int // a take leaving fewer held wakes the pull loop
 }
 
 // Run pulls and runs events of every function until ctx ends, then cancels
@@ -230,6 +246,7 @@ func (a *Async) startWorker(ctx context.Context, wg *sync.WaitGroup, tenant, fun
 	wctx, cancel := context.WithCancel(ctx)
 	w := &worker{tenant: tenant, function: function, wg: wg, cancel: cancel,
 		done: make(chan struct{}), freed: make(chan struct{}, 1)}
+	w.avgAttempt.Store(-1)
 	w.lastActive.Store(time.Now().UnixNano())
 	a.workers.Store(tenant+"/"+function, w)
 	wg.Go(func() {
@@ -241,8 +258,11 @@ func (a *Async) startWorker(ctx context.Context, wg *sync.WaitGroup, tenant, fun
 
 // pull fetches and starts events of one function until ctx ends or the
 // consumer fails. While events flow it fetches, without waiting, as many
-// as it may start now (reserving their node-wide slots first); once none
-// come it waits for one event without reserving anything.
+// as it may start now (reserving their node-wide slots first) and, while
+// the function's attempts are short, up to prefetch more that wait
+// (holding their node-wide slots) for the function's next free slot; an
+// attempt that ends starts the next of them in its own goroutine. Once
+// none come it waits for one event without reserving anything.
 func (a *Async) pull(ctx context.Context, w *worker) {
 	cons, err := a.stream.Consumer(ctx, consumerName(w.tenant, w.function))
 	if err != nil {
@@ -251,27 +271,49 @@ func (a *Async) pull(ctx context.Context, w *worker) {
 		}
 		return
 	}
+	defer a.handBack(w, 0)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	busy := true
 	for ctx.Err() == nil {
-		free := a.functionLimit(ctx, w) - int(w.inflight.Load())
-		if free <= 0 {
-			select {
-			case <-ctx.Done():
-			case <-w.freed:
+		limit := a.functionLimit(ctx, w)
+		w.limit.Store(int64(limit))
+		a.dispatch(ctx, w, limit)
+		depth := w.depth(limit)
+		if a.stat.inFlight.Load() >= int64(a.cfg.MaxInFlight/2) {
+			depth = 0 // prefetch only from spare node-wide capacity
+		}
+		held, oldest := w.held(max(depth/2, 1))
+		running := int(w.inflight.Load())
+		want := min(limit+depth-running-held, maxFetch)
+		if want > 0 && (running+held < limit || want >= max(depth/2, 1)) {
+			if busy || held > 0 {
+				busy, err = a.fetchReady(ctx, w, cons, want)
+			} else {
+				busy, err = a.fetchOne(ctx, w, cons)
 			}
-			continue
-		}
-		if busy {
-			busy, err = a.fetchReady(ctx, w, cons, min(free, maxFetch))
-		} else {
-			busy, err = a.fetchOne(ctx, w, cons)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn("fetch async events", "tenant", w.tenant, "function", w.function, "error", err)
+			if err != nil {
+				if ctx.Err() == nil {
+					a.log.Warn("fetch async events", "tenant", w.tenant, "function", w.function, "error", err)
+				}
+				return // discovery starts it again if the consumer has events
 			}
-			return // discovery starts it again if the consumer has events
+			if busy || held == 0 {
+				continue
+			}
 		}
+		var stale <-chan time.Time
+		if held > 0 {
+			timer.Reset(max(time.Until(oldest.Add(a.tune.holdMax)), 0))
+			stale = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-w.freed:
+		case <-stale:
+			a.handBack(w, a.tune.holdMax)
+		}
+		timer.Stop()
 	}
 }
 
@@ -286,7 +328,8 @@ func (a *Async) functionLimit(ctx context.Context, w *worker) int {
 }
 
 // fetchReady reserves up to n node-wide slots and fetches as many events
-// as are ready, without waiting. It reports whether any came.
+// as are ready, without waiting; it starts those the function has room
+// for and keeps the others. It reports whether any came.
 func (a *Async) fetchReady(ctx context.Context, w *worker, cons jetstream.Consumer, n int) (bool, error) {
 	if err := a.sem.Acquire(ctx, 1); err != nil {
 		return false, nil
@@ -301,21 +344,25 @@ func (a *Async) fetchReady(ctx context.Context, w *worker, cons jetstream.Consum
 		return false, err
 	}
 	used := 0
+	now := time.Now()
 	for msg := range batch.Messages() {
 		used++
-		a.start(ctx, w, msg)
+		a.keep.add(msg)
+		w.hold(msg, now)
 	}
 	if unused := slots - used; unused > 0 {
 		a.sem.Release(int64(unused))
 	}
 	if used > 0 {
-		w.lastActive.Store(time.Now().UnixNano())
+		w.lastActive.Store(now.UnixNano())
+		a.dispatch(ctx, w, int(w.limit.Load()))
 	}
 	return used > 0, batch.Error()
 }
 
-// fetchOne waits up to probeWait for one event and starts it once it has a
-// node-wide slot. It reports whether an event came.
+// fetchOne waits up to probeWait for one event and, once it has a
+// node-wide slot, starts it if the function has room or else holds it. It
+// reports whether an event came.
 func (a *Async) fetchOne(ctx context.Context, w *worker, cons jetstream.Consumer) (bool, error) {
 	fctx, cancel := context.WithTimeout(ctx, a.tune.probeWait)
 	defer cancel()
@@ -328,7 +375,9 @@ func (a *Async) fetchOne(ctx context.Context, w *worker, cons jetstream.Consumer
 		got = true
 		w.lastActive.Store(time.Now().UnixNano())
 		if a.acquireHolding(ctx, msg) {
-			a.start(ctx, w, msg)
+			a.keep.add(msg)
+			w.hold(msg, time.Now())
+			a.dispatch(ctx, w, int(w.limit.Load()))
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -345,7 +394,7 @@ func (a *Async) acquireHolding(ctx context.Context, msg jetstream.Msg) bool {
 		return true
 	}
 	a.keep.add(msg)
-	hctx, cancel := context.WithTimeout(ctx, holdMax)
+	hctx, cancel := context.WithTimeout(ctx, a.tune.holdMax)
 	err := a.sem.Acquire(hctx, 1)
 	cancel()
 	a.keep.remove(msg)
@@ -359,22 +408,173 @@ func (a *Async) acquireHolding(ctx context.Context, msg jetstream.Msg) bool {
 	return false
 }
 
-// start runs one attempt in its own goroutine; it owns one node-wide slot.
+// dispatch starts held events while the function has room for them.
+func (a *Async) dispatch(ctx context.Context, w *worker, limit int) {
+	for ctx.Err() == nil && int(w.inflight.Load()) < limit {
+		msg := w.take()
+		if msg == nil {
+			return
+		}
+		a.start(ctx, w, msg)
+	}
+}
+
+// handBack returns the events held longer than age (all of them for 0)
+// to the stream, without counting an attempt, so that any node may take
+// them; it then stops prefetching until attempts are short again.
+func (a *Async) handBack(w *worker, age time.Duration) {
+	msgs := w.takeOlder(time.Now().Add(-age))
+	if len(msgs) == 0 {
+		return
+	}
+	if age > 0 {
+		w.avgAttempt.Store(int64(max(prefetchBelow, age)))
+	}
+	for _, msg := range msgs {
+		a.keep.remove(msg)
+		if age > 0 {
+			a.stat.deferred.Add(1)
+		}
+		_ = msg.Nak()
+	}
+	a.sem.Release(int64(len(msgs)))
+}
+
+// start runs attempts in a new goroutine, msg first; it owns one
+// node-wide slot and one of the function's slots. When an attempt ends,
+// the goroutine runs the next held event, if any, in the same slots.
 func (a *Async) start(ctx context.Context, w *worker, msg jetstream.Msg) {
 	w.inflight.Add(1)
 	a.stat.inFlight.Add(1)
 	w.wg.Go(func() {
-		defer func() {
-			a.stat.inFlight.Add(-1)
-			w.inflight.Add(-1)
-			a.sem.Release(1)
-			select {
-			case w.freed <- struct{}{}:
-			default:
+		for msg != nil {
+			if d, ok := a.handle(ctx, msg); ok {
+				w.observe(d)
 			}
-		}()
-		a.handle(ctx, msg)
+			msg = a.next(ctx, w)
+		}
+		a.stat.inFlight.Add(-1)
+		w.inflight.Add(-1)
+		a.sem.Release(1)
+		w.signal()
 	})
+}
+
+// next takes a held event for an attempt that ended, when the function
+// still has room for it (its limit may have dropped); the held event's
+// node-wide slot is released, since the ending attempt's is reused.
+func (a *Async) next(ctx context.Context, w *worker) jetstream.Msg {
+	if ctx.Err() != nil || w.inflight.Load() > w.limit.Load() {
+		return nil
+	}
+	msg := w.take()
+	if msg != nil {
+		a.sem.Release(1)
+	}
+	return msg
+}
+
+// heldMsg is a fetched event waiting for a slot of its function.
+type heldMsg struct {
+	msg jetstream.Msg
+	at  time.Time
+}
+
+// hold queues a fetched event that owns a node-wide slot.
+func (w *worker) hold(msg jetstream.Msg, at time.Time) {
+	w.mu.Lock()
+	if w.head > 0 && len(w.ready) == cap(w.ready) {
+		n := copy(w.ready, w.ready[w.head:]) // slide down rather than grow
+		clear(w.ready[n:])
+		w.ready, w.head = w.ready[:n], 0
+	}
+	w.ready = append(w.ready, heldMsg{msg: msg, at: at})
+	w.mu.Unlock()
+}
+
+// take removes the oldest held event, or returns nil. It wakes the pull
+// loop when few are left.
+func (w *worker) take() jetstream.Msg {
+	w.mu.Lock()
+	if w.head == len(w.ready) {
+		w.mu.Unlock()
+		return nil
+	}
+	msg := w.ready[w.head].msg
+	w.ready[w.head] = heldMsg{}
+	w.head++
+	left := len(w.ready) - w.head
+	if left == 0 {
+		w.ready, w.head = w.ready[:0], 0 // reuse the array
+	}
+	low := left < w.lowWater
+	w.mu.Unlock()
+	if low {
+		w.signal()
+	}
+	return msg
+}
+
+// takeOlder removes the held events fetched before t.
+func (w *worker) takeOlder(t time.Time) []jetstream.Msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var msgs []jetstream.Msg
+	for w.head < len(w.ready) && !w.ready[w.head].at.After(t) {
+		msgs = append(msgs, w.ready[w.head].msg)
+		w.ready[w.head] = heldMsg{}
+		w.head++
+	}
+	if w.head == len(w.ready) {
+		w.ready, w.head = w.ready[:0], 0
+	}
+	return msgs
+}
+
+// held returns how many events are held and when the oldest was
+// fetched, and sets below how many a take wakes the pull loop.
+func (w *worker) held(lowWater int) (int, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lowWater = lowWater
+	if w.head == len(w.ready) {
+		return 0, time.Time{}
+	}
+	return len(w.ready) - w.head, w.ready[w.head].at
+}
+
+// signal wakes the pull loop.
+func (w *worker) signal() {
+	select {
+	case w.freed <- struct{}{}:
+	default:
+	}
+}
+
+// observe folds an attempt's duration into the moving average.
+func (w *worker) observe(d time.Duration) {
+	for {
+		old, avg := w.avgAttempt.Load(), int64(d)
+		if old >= 0 {
+			avg = old + (avg-old)/8
+		}
+		if w.avgAttempt.CompareAndSwap(old, avg) {
+			return
+		}
+	}
+}
+
+// depth is how many events to hold beyond limit: as many as the function
+// runs at once (at most maxPrefetch) while its attempts are short, so that
+// the next is at hand when one ends; none while they are long or unknown,
+// since held events wait and other nodes might run them sooner. (The pull
+// loop also holds none while the node runs half its MaxInFlight: held
+// events keep node-wide slots other functions could use.)
+func (w *worker) depth(limit int) int {
+	if avg := w.avgAttempt.Load(); avg < 0 || time.Duration(avg) >= prefetchBelow {
+		return 0
+	}
+	return min(limit, maxPrefetch)
 }
 
 // parseFilter reads tenant and function from async.<tenant>.<function>.
@@ -384,7 +584,7 @@ func parseFilter(subj string) (tenant, function string, ok bool) {
 		return "", "", false
 	}
 	tenant, function, ok = strings.Cut(rest, ".")
-	if !ok || !tenantRE.MatchString(tenant) || strings.Contains(function, ".") || function == "" {
+	if !ok || !validTenant(tenant) || strings.Contains(function, ".") || function == "" {
 		return "", "", false
 	}
 	return tenant, function, true

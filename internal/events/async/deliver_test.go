@@ -223,7 +223,7 @@ func TestEncodeDecode(t *testing.T) {
 	}
 	t.Run("fallbacks", func(t *testing.T) {
 		got, ok := decode("async.t.fn", nil, nil, 5, streamTime)
-		if !ok || !idRE.MatchString(got.ID) || !got.accepted.Equal(streamTime) || got.Qualifier != fn.LatestVersion || got.Trigger != "api" {
+		if !ok || !validID(got.ID) || !got.accepted.Equal(streamTime) || got.Qualifier != fn.LatestVersion || got.Trigger != "api" {
 			t.Errorf("decoded %+v, want a derived id, the stream time and defaults", got)
 		}
 	})
@@ -335,7 +335,8 @@ func TestDiscovery(t *testing.T) {
 		e.createFunction(t, name)
 	}
 	a := e.newAsync(t)
-	a.tune = tuning{discoverEvery: 20 * time.Millisecond, idleStop: 100 * time.Millisecond, probeWait: 50 * time.Millisecond}
+	a.tune = tuning{discoverEvery: 20 * time.Millisecond, idleStop: 100 * time.Millisecond, probeWait: 50 * time.Millisecond,
+		holdMax: holdMax}
 	run(t, a)
 	ctx := context.Background()
 	hasWorker := func(name string) bool { _, ok := a.workers.Load(tenant + "/" + name); return ok }
@@ -410,4 +411,59 @@ func TestFunctionCacheHammer(t *testing.T) {
 	if n := src.count(); n < 4 || n > 32*200 {
 		t.Errorf("%d reads of the store, want between 4 and one per lookup", n)
 	}
+}
+
+// TestPrefetch checks the events held ahead of a function's free slots:
+// never more attempts at once than the function's cap, and events held
+// while attempts turn slow are handed back for any node to take.
+func TestPrefetch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createFunction(t, "pre", func(f *fn.Function) { f.Scale.Max = 2 })
+	a := e.newAsync(t)
+	a.tune.holdMax = 200 * time.Millisecond
+	run(t, a)
+	for range 4 { // quick attempts: the loop learns they are short
+		enqueue(t, a, Event{Function: "pre"})
+	}
+	eventually(t, "the quick events to succeed", func() bool { return a.Stats().Succeeded == 4 })
+	v, ok := a.workers.Load(tenant + "/pre")
+	if !ok {
+		t.Fatal("no pull loop for the function")
+	}
+	w := v.(*worker)
+	if d := w.depth(2); d != 2 {
+		t.Fatalf("depth after quick attempts = %d, want 2", d)
+	}
+
+	gate := make(chan struct{})
+	e.inv.set("pre", behavior{gate: gate})
+	for range 8 {
+		enqueue(t, a, Event{Function: "pre"})
+	}
+	eventually(t, "2 attempts running and some held", func() bool {
+		n, _, _, _ := e.inv.concurrency("pre")
+		held, _ := w.held(1)
+		if held > 2 {
+			t.Fatalf("%d events held, want at most 2", held)
+		}
+		return n == 2 && held > 0
+	})
+	eventually(t, "the held events to be handed back", func() bool {
+		held, _ := w.held(1)
+		return held == 0 && a.Stats().Deferred > 0
+	})
+	if d := w.depth(2); d != 0 {
+		t.Errorf("depth while attempts are slow = %d, want 0 (average %s, stats %+v)", d, time.Duration(w.avgAttempt.Load()), a.Stats())
+	}
+	close(gate)
+	eventually(t, "every event to succeed", func() bool { return a.Stats().Succeeded == 12 })
+	if _, _, fnMax, _ := e.inv.concurrency("pre"); fnMax != 2 {
+		t.Errorf("at most %d attempts ran at once, want 2", fnMax)
+	}
+	eventually(t, "no attempt in flight", func() bool { return a.Stats().InFlight == 0 })
+	if s := a.Stats(); s.Started != 12 {
+		t.Errorf("stats = %+v, want 12 started", s)
+	}
+	eventually(t, "the stream to be empty", func() bool { return streamMsgs(t, a) == 0 })
 }

@@ -2,12 +2,16 @@ package async
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"aloft/internal/fn"
 	"aloft/internal/invoke"
@@ -35,7 +39,7 @@ func FuzzDecode(f *testing.F) {
 		if !ok {
 			return
 		}
-		if !idRE.MatchString(got.ID) || !tenantRE.MatchString(got.Tenant) || got.Function == "" ||
+		if !validID(got.ID) || !validTenant(got.Tenant) || got.Function == "" ||
 			got.Qualifier == "" || got.Trigger == "" || got.accepted.IsZero() {
 			t.Fatalf("decoded %+v", got)
 		}
@@ -71,6 +75,96 @@ func FuzzFunctionFailure(f *testing.F) {
 		var back destinationRecord
 		if !json.Valid(rec) || json.Unmarshal(rec, &back) != nil || back.RequestContext.RequestID != "id" {
 			t.Fatalf("destination record %s is not valid", rec)
+		}
+	})
+}
+
+// The expressions the hand-written checks stand for.
+var (
+	tenantRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	idRE       = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	versionRE  = regexp.MustCompile(`^[1-9][0-9]{0,9}$`)
+	triggerRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	functionRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+)
+
+// checkValidators fails when a hand-written check disagrees with its
+// expression on s, or accepts a function name fn.ValidateName refuses.
+func checkValidators(t *testing.T, s string) {
+	t.Helper()
+	for _, c := range []struct {
+		name string
+		got  bool
+		re   *regexp.Regexp
+	}{
+		{"validTenant", validTenant(s), tenantRE},
+		{"validID", validID(s), idRE},
+		{"validVersion", validVersion(s), versionRE},
+		{"validTrigger", validTrigger(s), triggerRE},
+		{"validFunction", validFunction(s), functionRE},
+	} {
+		want := c.re.MatchString(s)
+		if c.name == "validFunction" {
+			want = want && len(s) <= fn.MaxNameLen
+		}
+		if c.got != want {
+			t.Errorf("%s(%q) = %v, want %v", c.name, s, c.got, want)
+		}
+	}
+	if validFunction(s) && fn.ValidateName(s) != nil {
+		t.Errorf("validFunction(%q) accepts what fn.ValidateName refuses: %v", s, fn.ValidateName(s))
+	}
+}
+
+func TestValidators(t *testing.T) {
+	for _, s := range []string{"", "a", "A", "-", "_", "0", "1", "01", "9999999999", "10000000000", "a-b", "-ab", "ab-",
+		"a_b", "a.b", "ab\n", "é", strings.Repeat("a", 32), strings.Repeat("a", 33), strings.Repeat("a", 64),
+		strings.Repeat("a", 65), strings.Repeat("A", 128), strings.Repeat("A", 129), "default", "api", "redrive",
+		"$LATEST", "hello-world-2"} {
+		checkValidators(t, s)
+	}
+}
+
+func FuzzValidators(f *testing.F) {
+	f.Add("hello-world")
+	f.Add("Tenant_1")
+	f.Add("123")
+	f.Fuzz(checkValidators)
+}
+
+// FuzzParsePubAck checks that the hand-read answers to a publish read as
+// JSON does, and that whatever is not an answer is refused.
+func FuzzParsePubAck(f *testing.F) {
+	f.Add([]byte(`{"stream":"ASYNC","seq":42}`))
+	f.Add([]byte(`{"stream":"ASYNC","seq":7,"duplicate": true}`))
+	f.Add([]byte(`{"stream":"ASYNC","domain":"hub","seq":7}`))
+	f.Add([]byte(`{"error":{"code":503,"err_code":10077,"description":"resource limits exceeded for account"}}`))
+	f.Add([]byte(`{"stream":"ASYNC","seq":18446744073709551615}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parsePubAck(b)
+		var want struct {
+			Error *jetstream.APIError `json:"error"`
+			jetstream.PubAck
+		}
+		switch jerr := json.Unmarshal(b, &want); {
+		case jerr != nil:
+			if err == nil {
+				t.Fatalf("parsePubAck(%q) = %+v, want an error", b, got)
+			}
+		case want.Error != nil:
+			var apiErr *jetstream.APIError
+			if !errors.As(err, &apiErr) || *apiErr != *want.Error {
+				t.Fatalf("parsePubAck(%q) error = %v, want %v", b, err, want.Error)
+			}
+		case want.Stream == "":
+			if !errors.Is(err, jetstream.ErrInvalidJSAck) {
+				t.Fatalf("parsePubAck(%q) error = %v, want ErrInvalidJSAck", b, err)
+			}
+		default:
+			if err != nil || got.Stream != want.Stream || got.Sequence != want.Sequence || got.Duplicate != want.Duplicate {
+				t.Fatalf("parsePubAck(%q) = %+v, %v; want %+v", b, got, err, want.PubAck)
+			}
 		}
 	})
 }

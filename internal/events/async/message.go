@@ -1,6 +1,7 @@
 package async
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"aloft/internal/fn"
 )
@@ -68,12 +70,12 @@ type stored struct {
 func decode(subj string, h nats.Header, data []byte, seq uint64, streamTime time.Time) (s stored, ok bool) {
 	rest, found := strings.CutPrefix(subj, subjectPrefix)
 	tenant, function, found2 := strings.Cut(rest, ".")
-	if !found || !found2 || !tenantRE.MatchString(tenant) || fn.ValidateName(function) != nil {
+	if !found || !found2 || !validTenant(tenant) || !validFunction(function) && fn.ValidateName(function) != nil {
 		return stored{}, false
 	}
 	s.Tenant, s.Function, s.Payload = tenant, function, data
 	s.ID = h.Get(hdrID)
-	if !idRE.MatchString(s.ID) {
+	if !validID(s.ID) {
 		s.ID = derivedID(h.Get(hdrMsgID), seq)
 	}
 	s.Qualifier = h.Get(hdrQualifier)
@@ -109,4 +111,44 @@ func derivedID(msgID string, seq uint64) string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// pubAckPrefix starts JetStream's answer to a store in the stream.
+const pubAckPrefix = `{"stream":"` + StreamName + `","seq":`
+
+// parsePubAck reads JetStream's answer to a publish as jetstream's
+// PublishMsg does, with the same errors: a *jetstream.APIError (wrapped)
+// when the stream refused the message, jetstream.ErrInvalidJSAck when the
+// answer is not one. The server's usual answers, {"stream":"ASYNC",
+// "seq":N} and the same with "duplicate": true, are read by hand.
+func parsePubAck(b []byte) (*jetstream.PubAck, error) {
+	if rest, ok := bytes.CutPrefix(b, []byte(pubAckPrefix)); ok {
+		var seq uint64
+		n := 0
+		for ; n < len(rest) && n < 19 && rest[n] >= '0' && rest[n] <= '9'; n++ {
+			seq = seq*10 + uint64(rest[n]-'0')
+		}
+		if n > 0 && (n == 1 || rest[0] != '0') {
+			switch string(rest[n:]) {
+			case "}":
+				return &jetstream.PubAck{Stream: StreamName, Sequence: seq}, nil
+			case `,"duplicate": true}`, `,"duplicate":true}`:
+				return &jetstream.PubAck{Stream: StreamName, Sequence: seq, Duplicate: true}, nil
+			}
+		}
+	}
+	var resp struct {
+		Error *jetstream.APIError `json:"error"`
+		jetstream.PubAck
+	}
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return nil, jetstream.ErrInvalidJSAck
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("nats: %w", resp.Error)
+	}
+	if resp.Stream == "" {
+		return nil, jetstream.ErrInvalidJSAck
+	}
+	return &resp.PubAck, nil
 }
