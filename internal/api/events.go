@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -20,8 +21,8 @@ const (
 
 // invokeAsync accepts an Event invocation: 202 with the invocation id once
 // the event is durably stored.
-func (a *API) invokeAsync(w http.ResponseWriter, r *http.Request, name string) error {
-	if r.URL.Query().Get("log") == "tail" {
+func (a *API) invokeAsync(w http.ResponseWriter, r *http.Request, name, qualifier, logMode string) error {
+	if logMode == "tail" {
 		return fn.Invalid("log=tail applies to synchronous invocations only: an async invocation's log is in `aloft logs`")
 	}
 	key := r.Header.Get("X-Aloft-Idempotency-Key")
@@ -29,25 +30,51 @@ func (a *API) invokeAsync(w http.ResponseWriter, r *http.Request, name string) e
 		return fn.Invalid("X-Aloft-Idempotency-Key is too long or has line breaks: use at most %d characters", maxIdempotencyKey)
 	}
 	limit := a.cfg.MaxAsyncPayload
-	payload, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if r.ContentLength > limit {
+		return fn.TooLarge("async payload is over %d bytes: send less, or invoke synchronously (up to %d bytes)", limit, a.cfg.MaxPayload)
+	}
+	payload, err := readPayload(r, limit)
 	if err != nil {
-		return fn.Invalid("reading the payload: %v", err)
+		return err
 	}
 	if int64(len(payload)) > limit {
 		return fn.TooLarge("async payload is over %d bytes: send less, or invoke synchronously (up to %d bytes)", limit, a.cfg.MaxPayload)
 	}
 	id, dup, err := a.cfg.Events.Enqueue(r.Context(), async.Event{
-		Tenant: tenant(r), Function: name, Qualifier: r.URL.Query().Get("qualifier"),
+		Tenant: tenant(r), Function: name, Qualifier: qualifier,
 		Payload: payload, IdempotencyKey: key, TraceID: r.Header.Get("X-Amzn-Trace-Id"), Trigger: "api",
 	})
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Aloft-Invocation-Id", id)
+	h := w.Header()
+	h.Set("X-Aloft-Invocation-Id", id)
 	if dup {
-		w.Header().Set("X-Aloft-Duplicate", "true")
+		h.Set("X-Aloft-Duplicate", "true")
 	}
-	return writeJSON(w, http.StatusAccepted, map[string]any{"invocationId": id, "duplicate": dup})
+	// The accept path is hot: the 202 body is written without a map.
+	quoted, _ := json.Marshal(id)
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = io.WriteString(w, `{"invocationId":`+string(quoted)+`,"duplicate":`+strconv.FormatBool(dup)+"}\n")
+	return nil
+}
+
+// readPayload reads at most limit+1 bytes of r's body, sized from its
+// Content-Length when it has one.
+func readPayload(r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, fn.Invalid("reading the payload: %v", err)
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fn.Invalid("reading the payload: %v", err)
+	}
+	return b, nil
 }
 
 // limitParam reads ?limit= (default def, 1..max).

@@ -31,7 +31,7 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	switch invType {
 	case "", "RequestResponse":
 	case "Event":
-		return a.invokeAsync(w, r, name)
+		return a.invokeAsync(w, r, name, q.Get("qualifier"), logMode)
 	case "DryRun":
 		if _, err := a.cfg.Invoker.Runtime(r.Context(), tenant(r), name, q.Get("qualifier")); err != nil {
 			return err
