@@ -145,9 +145,10 @@ func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // Invoke POSTs payload to / on the instance, with the extra request
-// headers in header, and returns the response body as the result. A status of 500 or more makes a FunctionError result with
-// the body {"errorType":"Function.HTTPError","errorMessage":"status N:
-// <first 256 bytes of the body>"}; a body over MaxResponse makes a
+// headers in header, and returns the response body as the result. A
+// status of 500 or more makes a FunctionError result with the body
+// {"errorType":"Function.HTTPError","errorMessage":"status N: <first 256
+// bytes of the body>"}; a body over MaxResponse makes a
 // Function.ResponseSizeTooLarge FunctionError result. It returns an error
 // when the instance cannot be reached or breaks the connection, and ctx's
 // error (wrapped) when ctx ends first.
