@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,7 +22,7 @@ import (
 // eventRows measures the events rows on the in-process server: async
 // executions end to end, schedule precision, a queue trigger's throughput,
 // and (last, because it leaves a backlog) durable async accepts.
-func eventRows(ctx context.Context, o options, srv *server.Server, c *client.Client, hc *http.Client,
+func eventRows(ctx context.Context, o options, out io.Writer, srv *server.Server, c *client.Client, hc *http.Client,
 	deploy func(cfg fn.Config, dir string) error, bins map[string]string) ([]row, error) {
 	var rows []row
 	fnCfg := func(name string, max int) fn.Config {
@@ -71,7 +72,7 @@ func eventRows(ctx context.Context, o options, srv *server.Server, c *client.Cli
 
 	// Schedule precision: four functions on rate(1 second), each printing
 	// how late its tick arrived.
-	fmt.Println("measuring schedule precision (15 s)...")
+	fmt.Fprintln(out, "measuring schedule precision (15 s)...")
 	var tickers []string
 	for i := range 4 {
 		name := fmt.Sprintf("ticklag-%d", i)

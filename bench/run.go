@@ -258,7 +258,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	fmt.Fprintln(out, "measuring events...")
-	erows, err := eventRows(ctx, o, srv, c, hc, func(cfg fn.Config, dir string) error {
+	erows, err := eventRows(ctx, o, out, srv, c, hc, func(cfg fn.Config, dir string) error {
 		var buf bytes.Buffer
 		if err := archive.Pack(&buf, dir); err != nil {
 			return err
