@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,42 @@ func TestTwoNodesOneNATS(t *testing.T) {
 	msg, err = nc.Request("sensors.req", []byte(`{"id":"s3","fail":true}`), 30*time.Second)
 	if err != nil || msg.Header.Get("Aloft-Function-Error") == "" || !strings.Contains(string(msg.Data), "failed on purpose") {
 		t.Fatalf("a failing request: %v %v %q", err, msg, msg.Data)
+	}
+}
+
+// TestEmbeddedNATSListener lets a producer outside the process reach the
+// embedded NATS (--nats-listen) with the API token, and only with it.
+func TestEmbeddedNATSListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	col := newCollector(t)
+	s := startServer(t, dataDir(t), "--nats-listen", addr)
+	dir := t.TempDir()
+	writeManifest(t, dir, fmt.Sprintf(`functions:
+  - name: listener
+    runtime: lambda
+    source: %s
+    network: true
+    env: {COLLECT_URL: %s}
+    events:
+      - subject: orders.created
+`, abs(t, "testdata/collector"), col.url))
+	s.mustCLI("deploy", dir)
+	if nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("a client without the token reached the embedded NATS")
+	}
+	nc, err := nats.Connect("nats://"+addr, nats.Token(s.token))
+	if err != nil {
+		t.Fatalf("connect with the API token: %v", err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request("orders.created", []byte(`{"id":"n1"}`), 30*time.Second)
+	if err != nil || !strings.Contains(string(msg.Data), `"done":"n1"`) || col.count("event n1") != 1 {
+		t.Fatalf("request through the embedded listener: %v %v", err, msg)
 	}
 }

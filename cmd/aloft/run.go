@@ -22,7 +22,7 @@ const usage = `aloft — a self-hosted serverless platform
 
 Server:
   aloft serve [--addr HOST:PORT] [--data DIR] [--token T] [--nats URL] [--insecure-no-sandbox]
-              [--retry-base 10s] [--catch-up 1h] [--max-async-payload BYTES]
+              [--nats-listen HOST:PORT] [--retry-base 10s] [--catch-up 1h] [--max-async-payload BYTES]
   aloft dev [DIR]        run a local server without a token and deploy DIR/aloft.yaml (default ./examples)
 
 Client (talks to the API at --url / ALOFT_URL with --token / ALOFT_TOKEN):
@@ -78,6 +78,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", envOr("ALOFT_DATA", defaultDataDir()), "data directory (all state)")
 	token := fs.String("token", os.Getenv("ALOFT_TOKEN"), "API bearer token (default: generated into DIR/token)")
 	natsURL := fs.String("nats", os.Getenv("ALOFT_NATS"), "external NATS URL (default: embedded)")
+	natsListen := fs.String("nats-listen", "", "let NATS clients (producers for subject triggers) reach the embedded NATS at `HOST:PORT`, with the API token")
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
 	prewarm := fs.Int("prewarm", 2, "empty sandboxes kept ready")
 	maxPayload := fs.Int64("max-payload", 6<<20, "synchronous payload limit in bytes")
@@ -105,7 +106,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "API token (saved in %s, shown once): %s\n", filepath.Join(*data, "token"), t)
 		}
 	}
-	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NATSURL: *natsURL, Token: *token,
+	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NATSURL: *natsURL, NATSListen: *natsListen, Token: *token,
 		Insecure: *insecure, Prewarm: *prewarm, MaxPayload: *maxPayload, MaxAsyncPayload: *maxAsync,
 		RetryBase: *retryBase, CatchUp: *catchUp, Logger: log})
 	if err != nil {
@@ -113,6 +114,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return runServer(ctx, srv, func() {
 		fmt.Fprintf(stdout, "aloft listening on %s\n", srv.URL())
+		if u := srv.NATSListenURL(); u != "" {
+			fmt.Fprintf(stdout, "nats listening on %s\n", u)
+		}
 	})
 }
 

@@ -39,6 +39,10 @@ type Config struct {
 	DataDir string
 	// NATSURL points at an external NATS cluster; empty embeds one.
 	NATSURL string
+	// NATSListen makes the embedded NATS accept clients (producers for
+	// subject triggers) on this host:port, authenticated with the API
+	// token (required unless the address is loopback).
+	NATSListen string
 	// Token is the API bearer token; empty turns auth off (only allowed
 	// when NoAuth is set, for `aloft dev` on loopback).
 	Token  string
@@ -76,6 +80,16 @@ func (c *Config) Validate() error {
 		ip := net.ParseIP(host)
 		if err != nil || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
 			errs = append(errs, fmt.Errorf("running without a token is only allowed on a loopback address, not %q", c.Addr))
+		}
+	}
+	if c.NATSListen != "" && c.NATSURL != "" {
+		errs = append(errs, errors.New("--nats-listen applies to the embedded NATS: with --nats, producers connect to that cluster"))
+	}
+	if c.NATSListen != "" && c.Token == "" {
+		host, _, err := net.SplitHostPort(c.NATSListen)
+		ip := net.ParseIP(host)
+		if err != nil || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
+			errs = append(errs, fmt.Errorf("a NATS listener without a token is only allowed on a loopback address, not %q", c.NATSListen))
 		}
 	}
 	if c.Prewarm < 0 || c.Prewarm > 64 {
@@ -160,7 +174,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.store, err = store.Open(ctx, store.Config{
 		DataDir: dir, NATSURL: s.cfg.NATSURL, NodeID: s.nodeID,
-		Logger: s.log.With("component", "store"),
+		Logger: s.log.With("component", "store"), Listen: s.cfg.NATSListen, ListenToken: natsToken(s.cfg.Token),
 	})
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -233,7 +247,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.log.Info("aloft serving", "addr", s.ln.Addr().String(), "data", dir, "node", s.nodeID,
 		"nats", natsMode(s.cfg.NATSURL))
+	if u := s.store.ListenURL(); u != "" {
+		s.log.Info("embedded nats accepting clients (token: the API token)", "url", u)
+	}
 	return nil
+}
+
+// natsToken is what clients of the embedded NATS listener present: the API
+// token, or a fixed one in dev mode (loopback only, no token).
+func natsToken(apiToken string) string {
+	if apiToken == "" {
+		return "aloft-dev"
+	}
+	return apiToken
 }
 
 func natsMode(url string) string {
@@ -246,6 +272,10 @@ func natsMode(url string) string {
 // Events is the server's event subsystem (async invocations, schedules,
 // queues), for in-process callers such as the benchmark.
 func (s *Server) Events() *events.Events { return s.events }
+
+// NATSListenURL is where outside NATS clients reach the embedded server,
+// or "" when it does not listen (--nats-listen).
+func (s *Server) NATSListenURL() string { return s.store.ListenURL() }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

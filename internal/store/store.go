@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +82,11 @@ type Config struct {
 	LogMaxAge time.Duration
 	// Replicas of every stream and bucket, for external clusters (default 1).
 	Replicas int
+	// Listen, when set, makes the embedded server accept NATS clients on
+	// this host:port (for producers of subject triggers); they must
+	// present ListenToken. Ignored with NATSURL.
+	Listen      string
+	ListenToken string
 
 	// listen makes the embedded server listen on 127.0.0.1 on a random
 	// port, so tests can connect a second Store through NATSURL.
@@ -117,6 +124,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d is out of range: use 1-5", c.Replicas))
+	}
+	if c.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("nats listen address %q is invalid: use HOST:PORT", c.Listen))
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("nats listen port %q is invalid: use 0-65535", port))
+		}
+		if c.ListenToken == "" {
+			errs = append(errs, errors.New("a NATS listener needs a token for its clients"))
+		}
 	}
 	if c.NATSURL == "" && c.Replicas != 1 {
 		errs = append(errs, fmt.Errorf("replicas %d needs an external NATS cluster: the embedded server has one node", c.Replicas))
@@ -228,6 +245,9 @@ func (s *Store) connect() error {
 		if !s.cfg.listen {
 			opts = append(opts, nats.InProcessServer(srv))
 		}
+		if s.cfg.Listen != "" {
+			opts = append(opts, nats.Token(s.cfg.ListenToken))
+		}
 		url = srv.ClientURL()
 	} else {
 		opts = append(opts, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
@@ -255,9 +275,19 @@ func (s *Store) startServer() (*server.Server, error) {
 		// them, exceed NATS's 1 MiB default.
 		MaxPayload: embeddedMaxPayload,
 	}
-	if s.cfg.listen {
+	switch {
+	case s.cfg.listen:
 		opts.Host = "127.0.0.1"
 		opts.Port = server.RANDOM_PORT
+	case s.cfg.Listen != "" && s.cfg.NATSURL == "":
+		host, port, _ := net.SplitHostPort(s.cfg.Listen)
+		opts.Host = host
+		opts.Port, _ = strconv.Atoi(port)
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+		opts.DontListen = false
+		opts.Authorization = s.cfg.ListenToken
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -364,6 +394,15 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 // JetStream returns the store's JetStream context for subsystems that keep
 // their own streams and buckets.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// ListenURL is the address NATS clients outside the process reach the
+// embedded server at (Config.Listen), or "" when it does not listen.
+func (s *Store) ListenURL() string {
+	if s.srv == nil || s.cfg.Listen == "" || s.cfg.NATSURL != "" {
+		return ""
+	}
+	return s.srv.ClientURL()
+}
 
 // clientURL is the embedded server's listening address, when it listens.
 func (s *Store) clientURL() string {

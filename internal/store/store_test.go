@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"aloft/internal/fn"
 )
 
@@ -803,5 +805,32 @@ func TestAppendLogAfterClose(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
+	}
+}
+
+// TestListenWithToken checks the embedded server's listener for outside
+// NATS clients: a client with the token connects, one without is refused,
+// and the store's own connection works with the listener on.
+func TestListenWithToken(t *testing.T) {
+	s := openTest(t, t.TempDir(), func(c *Config) { c.Listen = "127.0.0.1:0"; c.ListenToken = "secret-1" })
+	url := s.ListenURL()
+	if url == "" {
+		t.Fatal("no listen URL")
+	}
+	if _, _, err := s.GetFunction(t.Context(), fn.DefaultTenant, "missing"); !fn.IsNotFound(err) {
+		t.Fatalf("the store's own connection: %v", err)
+	}
+	nc, err := nats.Connect(url, nats.Token("secret-1"))
+	if err != nil {
+		t.Fatalf("connect with the token: %v", err)
+	}
+	nc.Close()
+	if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("a client without the token connected")
+	}
+	if _, err := Open(t.Context(), Config{DataDir: t.TempDir(), NodeID: "x", Listen: "nowhere"}); err == nil ||
+		!strings.Contains(err.Error(), "HOST:PORT") || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("a bad listen config: %v", err)
 	}
 }
