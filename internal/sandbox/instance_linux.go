@@ -382,13 +382,16 @@ func (e *Executor) startInsecure(spec Spec) (*Instance, error) {
 		Stderr:      p.errW,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
+	// Copy the output from before the start: a process that prints and
+	// exits at once must not be reaped (its pipes closed) before anyone
+	// reads them.
+	i.streaming = true
+	i.copies.Add(2)
+	go i.copyOut(spec.Stdout, i.outR)
+	go i.copyOut(spec.Stderr, i.errR)
 	if err := e.launch(i, cmd, p.outW, p.errW); err != nil {
+		i.copies.Wait() // launch closed both ends of the pipes
 		closeListener(i.ln)
-		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
-	}
-	if err := i.stream(spec); err != nil {
-		i.Kill()
-		<-i.done
 		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
 	}
 	return i, nil
