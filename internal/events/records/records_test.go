@@ -11,16 +11,24 @@ import (
 	"aloft/internal/store"
 )
 
+// open starts an embedded store (closed at the test's end) and the records
+// on it.
+func open(tb testing.TB) (*store.Store, *records.Store) {
+	tb.Helper()
+	s, err := store.Open(tb.Context(), store.Config{DataDir: tb.TempDir(), NodeID: "test"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	r, err := records.Open(tb.Context(), s.JetStream(), 1, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, r
+}
+
 func TestPutList(t *testing.T) {
-	s, err := store.Open(t.Context(), store.Config{DataDir: t.TempDir(), NodeID: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r, err := records.Open(t.Context(), s.JetStream(), 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r := open(t)
 	defer r.Close()
 	ctx := context.Background()
 	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -93,15 +101,7 @@ func TestPutList(t *testing.T) {
 // TestHammer puts records from many goroutines at once and finds every
 // invocation afterwards.
 func TestHammer(t *testing.T) {
-	s, err := store.Open(t.Context(), store.Config{DataDir: t.TempDir(), NodeID: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r, err := records.Open(t.Context(), s.JetStream(), 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, r := open(t)
 	const goroutines, each = 32, 50
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -144,15 +144,7 @@ func TestHammer(t *testing.T) {
 }
 
 func BenchmarkPut(b *testing.B) {
-	s, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir(), NodeID: "test"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	r, err := records.Open(b.Context(), s.JetStream(), 1, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, r := open(b)
 	defer r.Close()
 	b.ReportAllocs()
 	for b.Loop() {
