@@ -374,14 +374,7 @@ func (e *Events) Triggers(ctx context.Context, tenant string) ([]Trigger, error)
 				}
 			case fn.EventQueue:
 				t.Source = ev.Queue
-				size, conc := ev.BatchSize, ev.Concurrency
-				if size == 0 {
-					size = fn.DefaultBatchSize
-				}
-				if conc == 0 {
-					conc = fn.DefaultTriggerConc
-				}
-				t.Options = fmt.Sprintf("batch %d, window %s, concurrency %d, retries %d", size, ev.BatchWindow.D(), conc, ev.RetryCount())
+				t.Options = fmt.Sprintf("batch %d, window %s, concurrency %d, retries %d", ev.Batch(), ev.BatchWindow.D(), ev.Parallel(), ev.RetryCount())
 			case fn.EventSubject:
 				t.Source = ev.Subject
 			}
@@ -412,6 +405,9 @@ func (e *Events) Schedules(tenant, function string) []schedule.Entry {
 func (e *Events) Validate(ctx context.Context, tenant string, c *fn.Config) error {
 	var problems []string
 	conflict := false
+	// The tenant's functions, read once when a queue event needs them.
+	var others []*fn.Function
+	listed := false
 	for i, ev := range c.Events {
 		switch ev.Kind() {
 		case fn.EventSchedule:
@@ -423,9 +419,14 @@ func (e *Events) Validate(ctx context.Context, tenant string, c *fn.Config) erro
 				problems = append(problems, fmt.Sprintf("events[%d]: %s", i, message(err)))
 				continue
 			}
-			if other, err := e.queueConsumer(ctx, tenant, ev.Queue, c.Name); err != nil {
-				return err
-			} else if other != "" {
+			if !listed {
+				fs, err := e.store.ListFunctions(ctx, tenant)
+				if err != nil {
+					return err
+				}
+				others, listed = fs, true
+			}
+			if other := consumerOf(others, ev.Queue, c.Name); other != "" {
 				conflict = true
 				problems = append(problems, fmt.Sprintf("events[%d]: queue %q already triggers function %q: a queue feeds one function (send to a second queue, or use a destination)", i, ev.Queue, other))
 			}
@@ -449,29 +450,29 @@ func (e *Events) Validate(ctx context.Context, tenant string, c *fn.Config) erro
 	return fn.Invalid("%s", strings.Join(problems, "; "))
 }
 
-// queueConsumer returns the function other than self whose events consume
-// queue, or "".
-func (e *Events) queueConsumer(ctx context.Context, tenant, queue, self string) (string, error) {
-	fs, err := e.store.ListFunctions(ctx, tenant)
-	if err != nil {
-		return "", err
-	}
+// consumerOf returns the function among fs, other than self, whose events
+// consume queue, or "".
+func consumerOf(fs []*fn.Function, queue, self string) string {
 	for _, f := range fs {
 		if f.Name == self {
 			continue
 		}
 		for _, ev := range f.Events {
 			if ev.Queue == queue {
-				return f.Name, nil
+				return f.Name
 			}
 		}
 	}
-	return "", nil
+	return ""
 }
 
 // QueueInUse returns the function whose events consume queue, or "".
 func (e *Events) QueueInUse(ctx context.Context, tenant, queue string) (string, error) {
-	return e.queueConsumer(ctx, tenant, queue, "")
+	fs, err := e.store.ListFunctions(ctx, tenant)
+	if err != nil {
+		return "", err
+	}
+	return consumerOf(fs, queue, ""), nil
 }
 
 func message(err error) string {

@@ -116,6 +116,22 @@ func (c *Config) EventsOf(kind EventKind) []IndexedEvent {
 	return out
 }
 
+// Batch returns the event's batch size with the default filled in.
+func (e *Event) Batch() int {
+	if e.BatchSize <= 0 {
+		return DefaultBatchSize
+	}
+	return e.BatchSize
+}
+
+// Parallel returns the event's concurrency with the default filled in.
+func (e *Event) Parallel() int {
+	if e.Concurrency <= 0 {
+		return DefaultTriggerConc
+	}
+	return e.Concurrency
+}
+
 // Async configures asynchronous invocations of a function.
 type Async struct {
 	// Retries after a failed attempt (default 2; 0-10).

@@ -63,14 +63,8 @@ func specOf(tenant, function string, ie fn.IndexedEvent) spec {
 	s := spec{
 		tenant: tenant, function: function, index: ie.Index,
 		queue: e.Queue, qualifier: e.Qualifier,
-		batchSize: e.BatchSize, window: e.BatchWindow.D(), concurrency: e.Concurrency,
+		batchSize: e.Batch(), window: e.BatchWindow.D(), concurrency: e.Parallel(),
 		retries: max(e.RetryCount(), 0),
-	}
-	if s.batchSize <= 0 {
-		s.batchSize = fn.DefaultBatchSize
-	}
-	if s.concurrency <= 0 {
-		s.concurrency = fn.DefaultTriggerConc
 	}
 	s.window = max(s.window, 0)
 	return s
