@@ -33,6 +33,7 @@ type options struct {
 	insecure   bool
 	cpuProfile string
 	eventsOnly bool
+	coreOnly   bool
 	noCrash    bool
 }
 
@@ -187,7 +188,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			if err := pprof.StartCPUProfile(f); err != nil {
 				return err
 			}
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
+			defer f.Close()
 		}
 		if err := invoke("echo")(); err != nil {
 			return err
@@ -196,6 +197,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		cpuBefore := functionCPU()
 		warmRPS := throughput(32, o.duration, invoke("echo"))
 		fnCPU := time.Duration(float64(functionCPU()-cpuBefore) / (warmRPS * o.duration.Seconds()))
+		if o.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
 		httpURL := srv.URL() + "/fn/httpecho/"
 		if err := get(httpURL)(); err != nil {
 			return err
@@ -256,6 +260,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := core(); err != nil {
 			return err
 		}
+	}
+	if o.coreOnly {
+		printTable(out, rows, o.insecure)
+		return nil
 	}
 	fmt.Fprintln(out, "measuring events...")
 	erows, err := eventRows(ctx, o, out, srv, c, hc, func(cfg fn.Config, dir string) error {

@@ -3,6 +3,9 @@ package runtimes_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,41 @@ func TestPythonEcho(t *testing.T) {
 	in.ready(t)
 	for _, p := range []string{`{"a":[1,2],"s":"é"}`, `"text"`, `null`, `42`} {
 		wantJSON(t, in.call(t, p), p)
+	}
+}
+
+// TestPythonEventDecoding checks events the bootstrap's fast JSON path does
+// not take (a BOM, invalid JSON) still decode, or fail, as json.loads does.
+func TestPythonEventDecoding(t *testing.T) {
+	in := start(t, "python", "app.echo")
+	in.ready(t)
+	wantJSON(t, in.call(t, "\ufeff{\"bom\":1}"), `{"bom":1}`)
+	wantError(t, in.call(t, `{"a":`), "Runtime.UnmarshalError",
+		"Unable to unmarshal input: Expecting value: line 1 column 6 (char 5)")
+	wantJSON(t, in.call(t, ` [2.5, "\u00e9"] `), `[2.5, "é"]`)
+}
+
+// TestPythonSysPath checks the function's directory comes first, the
+// bootstrap's is gone, and the system's package directory is there.
+func TestPythonSysPath(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/python3/dist-packages"); err != nil {
+		t.Skipf("no system package directory: %v", err)
+	}
+	in := start(t, "python", "app.paths")
+	in.ready(t)
+	res := in.call(t, `{}`)
+	var paths []string
+	if err := json.Unmarshal(res.Payload, &paths); err != nil {
+		t.Fatalf("result %s: %v", res.Payload, err)
+	}
+	if len(paths) == 0 || !strings.HasSuffix(paths[0], "testdata/python") {
+		t.Errorf("sys.path = %q, want the task root first", paths)
+	}
+	if slices.Contains(paths, filepath.Join(runtimeDir, "python")) {
+		t.Errorf("sys.path = %q, want the bootstrap's directory gone", paths)
+	}
+	if !slices.Contains(paths, "/usr/lib/python3/dist-packages") {
+		t.Errorf("sys.path = %q, want /usr/lib/python3/dist-packages on it", paths)
 	}
 }
 

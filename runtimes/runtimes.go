@@ -8,14 +8,16 @@ package runtimes
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 )
 
-//go:embed node python
+//go:embed node python/bootstrap.py python/_aloft_bootstrap.py
 var files embed.FS
 
 // Paths of the bootstraps relative to the directory WriteTo fills, which is
@@ -24,6 +26,14 @@ const (
 	NodeBootstrap   = "node/bootstrap.js"
 	PythonBootstrap = "python/bootstrap.py"
 )
+
+// Python is the interpreter the Python runtime runs: Debian's, by absolute
+// path (a python3 found first on PATH may be a slow shim).
+const Python = "/usr/bin/python3"
+
+// PythonFlags are the interpreter flags the Python bootstrap runs with:
+// unbuffered output, so a function's prints reach its log at once.
+var PythonFlags = []string{"-u"}
 
 // FS returns the embedded runtime files.
 func FS() fs.FS { return files }
@@ -52,6 +62,24 @@ func WriteTo(dir string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("write runtimes to %s: %w", dir, err)
+	}
+	return nil
+}
+
+// CompilePython precompiles the Python bootstrap's module under dir (as
+// written by WriteTo) with python, into a checked-hash .pyc: Python checks
+// it against the source's hash rather than its modification time, so it
+// stays valid while WriteTo leaves the source alone and is ignored, not
+// trusted, once the source changes. Sandboxes cannot write bytecode, and
+// without it every cold start compiles the bootstrap again (milliseconds).
+func CompilePython(ctx context.Context, python, dir string) error {
+	src := filepath.Join(dir, "python", "_aloft_bootstrap.py")
+	cmd := exec.CommandContext(ctx, python, "-S", "-c",
+		"import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True, "+
+			"invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)", src)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("compile %s: %w: %s", src, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

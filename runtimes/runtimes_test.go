@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	}
 	runtimeDir = filepath.Join(dir, "runtime")
 	err = runtimes.WriteTo(runtimeDir)
+	if _, statErr := os.Stat(pythonBin); err == nil && statErr == nil {
+		err = runtimes.CompilePython(context.Background(), pythonBin, runtimeDir) // as the invoker does
+	}
 	code := 1
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -89,6 +92,56 @@ func TestWriteTo(t *testing.T) {
 	}
 }
 
+// TestCompilePython checks the bootstrap module is loaded from the .pyc
+// CompilePython wrote, and from the source once the source changed.
+func TestCompilePython(t *testing.T) {
+	if _, err := os.Stat(pythonBin); err != nil {
+		t.Skipf("%s is missing: %v", pythonBin, err)
+	}
+	dir := filepath.Join(t.TempDir(), "rt")
+	if err := runtimes.WriteTo(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := runtimes.CompilePython(context.Background(), pythonBin, dir); err != nil {
+		t.Fatal(err)
+	}
+	loadedFrom := func() string {
+		t.Helper()
+		cmd := exec.Command(pythonBin, "-S", "-v", "-c", "import _aloft_bootstrap")
+		cmd.Dir = filepath.Join(dir, "python")
+		cmd.Env = []string{"PYTHONDONTWRITEBYTECODE=1"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("import the bootstrap module: %v\n%s", err, out)
+		}
+		for line := range strings.Lines(string(out)) {
+			if strings.HasPrefix(line, "# code object from") && strings.Contains(line, "_aloft_bootstrap") {
+				return line
+			}
+		}
+		t.Fatalf("no code object line in python -v output:\n%s", out)
+		return ""
+	}
+	if got := loadedFrom(); !strings.Contains(got, ".pyc") {
+		t.Errorf("loaded %q, want the compiled .pyc", got)
+	}
+	src := filepath.Join(dir, "python", "_aloft_bootstrap.py")
+	f, err := os.OpenFile(src, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("# changed\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := loadedFrom(); strings.Contains(got, ".pyc") {
+		t.Errorf("loaded %q after the source changed, want the source", got)
+	}
+	if err := runtimes.CompilePython(context.Background(), "/nonexistent/python3", dir); err == nil {
+		t.Error("CompilePython with a missing interpreter: no error")
+	}
+}
+
 func readEmbedded(p string) ([]byte, error) {
 	f, err := runtimes.FS().Open(p)
 	if err != nil {
@@ -128,9 +181,9 @@ func (o *output) String() string {
 // to handler and LAMBDA_TASK_ROOT at testdata/<lang>.
 func start(t *testing.T, lang, handler string) *instance {
 	t.Helper()
-	bin, script := nodeBin, runtimes.NodeBootstrap
+	bin, args := nodeBin, []string{filepath.Join(runtimeDir, runtimes.NodeBootstrap)}
 	if lang == "python" {
-		bin, script = pythonBin, runtimes.PythonBootstrap
+		bin, args = pythonBin, append(append([]string(nil), runtimes.PythonFlags...), filepath.Join(runtimeDir, runtimes.PythonBootstrap))
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("%s is missing: %v", bin, err)
@@ -147,7 +200,7 @@ func start(t *testing.T, lang, handler string) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, filepath.Join(runtimeDir, script))
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = root
 	cmd.Env = []string{
 		"PATH=/usr/bin:/bin",

@@ -16,6 +16,7 @@ import (
 	"aloft/internal/runtime/httpport"
 	"aloft/internal/runtime/lambda"
 	"aloft/internal/sandbox"
+	"aloft/runtimes"
 )
 
 // instance is one running sandbox plus the runtime protocol Aloft speaks
@@ -205,7 +206,7 @@ func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
 		env = append(env, "_HANDLER="+c.Handler, "AWS_EXECUTION_ENV=AWS_Lambda_nodejs20.x", "NODE_PATH=/var/task/node_modules:/var/task")
 		spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
 	case fn.RuntimePython:
-		spec.Argv = []string{"/usr/bin/python3", "-u", "/var/runtime/python/bootstrap.py"}
+		spec.Argv = append(append([]string{runtimes.Python}, runtimes.PythonFlags...), "/var/runtime/"+runtimes.PythonBootstrap)
 		env = append(env, "_HANDLER="+c.Handler, "AWS_EXECUTION_ENV=AWS_Lambda_python3.11", "PYTHONDONTWRITEBYTECODE=1")
 		spec.ListenEnv = "AWS_LAMBDA_RUNTIME_API"
 	case fn.RuntimeHTTP:

@@ -175,6 +175,17 @@ func (iv *Invoker) Run(ctx context.Context) error {
 	iv.running = true
 	iv.mu.Unlock()
 	close(iv.ready)
+	iv.wg.Add(1)
+	go func() {
+		defer iv.wg.Done()
+		if _, err := os.Stat(runtimes.Python); err != nil {
+			return // no Python here: python functions fail at their start with a clear error
+		}
+		// Until this is done, a Python instance compiles its bootstrap itself.
+		if err := runtimes.CompilePython(ctx, runtimes.Python, iv.runtimesDir); err != nil {
+			iv.log.Warn("precompile the python bootstrap", "error", err)
+		}
+	}()
 	for ch := range changes {
 		iv.Refresh(ctx, ch.Tenant, ch.Function)
 	}

@@ -42,3 +42,9 @@ def printer(event, context):
 
 
 not_callable = 42
+
+
+def paths(event, context):
+    import sys
+
+    return sys.path
