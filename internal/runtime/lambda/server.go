@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,8 +79,10 @@ type Server struct {
 	maxResponse int64
 	srv         http.Server
 
-	next    chan *fn.Invocation // Invoke -> a pending GET /next
-	results chan outcome        // POST /response|/error -> Invoke; cap 1
+	conns   chan *rconn  // connections whose runtime waits in GET /next (direct.go)
+	results chan outcome // POST /response|/error on another connection -> Invoke; cap 1
+	base    context.Context
+	cancel  context.CancelFunc // ends base at Close
 
 	ready      chan struct{} // closed at the first GET /next
 	readyOnce  sync.Once
@@ -96,6 +97,7 @@ type Server struct {
 	answered bool           // cur has been answered by the runtime
 	lastID   string         // id of the last answered invocation
 	initErr  *InitError
+	hijacked map[*rconn]struct{}
 }
 
 type outcome struct {
@@ -109,8 +111,9 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		log:         cfg.Logger,
 		maxResponse: cfg.MaxResponse,
-		next:        make(chan *fn.Invocation),
+		conns:       make(chan *rconn, maxParked),
 		results:     make(chan outcome, 1),
+		hijacked:    map[*rconn]struct{}{},
 		ready:       make(chan struct{}),
 		failed:      make(chan struct{}),
 		closed:      make(chan struct{}),
@@ -121,6 +124,7 @@ func NewServer(cfg Config) *Server {
 	if s.maxResponse <= 0 {
 		s.maxResponse = DefaultMaxResponse
 	}
+	s.base, s.cancel = context.WithCancel(context.Background())
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }
 	s.srv.Handler = s
 	s.srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
@@ -141,7 +145,17 @@ func (s *Server) Serve(l net.Listener) error {
 // Close stops the server: it closes the listener and every connection, and
 // makes pending and later Invoke and WaitReady calls return ErrClosed.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() { close(s.closed) })
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		close(s.closed)
+		conns := s.hijacked
+		s.hijacked = map[*rconn]struct{}{}
+		s.mu.Unlock()
+		s.cancel()
+		for rc := range conns {
+			_ = rc.c.Close()
+		}
+	})
 	if err := s.srv.Close(); err != nil {
 		return fmt.Errorf("close runtime api: %w", err)
 	}
@@ -204,8 +218,9 @@ func (s *Server) Invoke(ctx context.Context, inv *fn.Invocation) (*fn.Result, er
 	s.mu.Unlock()
 	defer s.finish()
 
+	var rc *rconn
 	select {
-	case s.next <- inv:
+	case rc = <-s.conns:
 	case <-s.failed:
 		return nil, fmt.Errorf("invoke %s: %w", inv.ID, s.initError())
 	case <-s.closed:
@@ -213,6 +228,18 @@ func (s *Server) Invoke(ctx context.Context, inv *fn.Invocation) (*fn.Result, er
 	case <-ctx.Done():
 		return nil, fmt.Errorf("invoke %s: wait for runtime: %w", inv.ID, ctx.Err())
 	}
+	res, err := s.exchange(ctx, rc, inv)
+	switch {
+	case res != nil:
+		return res, nil
+	case isClosed(s.closed):
+		return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("invoke %s: wait for response: %w", inv.ID, ctx.Err())
+	case !errors.Is(err, errConnLost):
+		return nil, fmt.Errorf("invoke %s: %w", inv.ID, err)
+	}
+	// The answer may come on another connection.
 	for {
 		select {
 		case o := <-s.results:
@@ -317,35 +344,38 @@ func (s *Server) serveRuntime(w http.ResponseWriter, r *http.Request, rest strin
 	}
 }
 
-// invocationNext long-polls for the next invocation.
+// invocationNext long-polls for the next invocation: it takes the
+// connection over and parks it for Invoke (direct.go).
 func (s *Server) invocationNext(w http.ResponseWriter, r *http.Request) {
 	s.readyOnce.Do(func() { close(s.ready) })
-	var inv *fn.Invocation
-	select {
-	case inv = <-s.next:
-	case <-s.closed:
+	if isClosed(s.closed) {
 		writeError(w, http.StatusInternalServerError, "Runtime.Shutdown", "instance is shutting down")
 		return
-	case <-r.Context().Done():
+	}
+	if r.Context().Err() != nil {
+		return // the runtime went away
+	}
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.log.Warn("take over runtime connection", "error", err)
+		writeError(w, http.StatusInternalServerError, "Runtime.Unknown", "cannot hold the connection")
 		return
 	}
-	h := w.Header()
-	h[hdrRequestID] = []string{inv.ID}
-	h[hdrDeadline] = []string{strconv.FormatInt(inv.Deadline.UnixMilli(), 10)}
-	h[hdrARN] = []string{inv.ARN}
-	if inv.TraceID != "" {
-		h[hdrTraceID] = []string{inv.TraceID}
+	_ = c.SetDeadline(time.Time{})
+	rc := &rconn{c: c, br: brw.Reader, bw: brw.Writer}
+	if !s.track(rc) {
+		_ = c.Close()
+		return
 	}
-	if inv.ClientContext != "" {
-		h[hdrClientContext] = []string{inv.ClientContext}
-	}
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(inv.Payload))}
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(inv.Payload); err != nil {
-		// The runtime's connection broke: it will not answer. Invoke waits
-		// for its ctx, and the caller kills the instance.
-		s.log.Warn("send invocation to runtime", "invocation_id", inv.ID, "error", err)
+	s.park(rc)
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -365,24 +395,29 @@ func (s *Server) invocationPost(w http.ResponseWriter, r *http.Request, id strin
 		writeError(w, status, errType, msg)
 		return
 	}
+	o, status, reply := s.outcomeOf(r, inv, isError)
+	s.deliver(o)
+	writeJSON(w, status, reply)
+}
+
+// outcomeOf reads the body of r, a post of inv's response or error, and
+// returns inv's outcome and the status and body to reply with.
+func (s *Server) outcomeOf(r *http.Request, inv *fn.Invocation, isError bool) (outcome, int, []byte) {
 	body, tooLarge, err := s.readBody(r)
 	switch {
 	case err != nil:
-		s.deliver(outcome{inv: inv, err: fmt.Errorf("read runtime %s: %w", postKind(isError), err)})
-		writeError(w, http.StatusBadRequest, "InvalidRequest", "body could not be read")
-		return
+		return outcome{inv: inv, err: fmt.Errorf("read runtime %s: %w", postKind(isError), err)},
+			http.StatusBadRequest, fn.ErrorPayload("InvalidRequest", "body could not be read")
 	case tooLarge:
 		msg := fmt.Sprintf("Response payload size exceeded maximum allowed payload size (%d bytes).", s.maxResponse)
-		s.deliver(outcome{inv: inv, res: &fn.Result{
+		return outcome{inv: inv, res: &fn.Result{
 			Payload:       fn.ErrorPayload("Function.ResponseSizeTooLarge", msg),
 			FunctionError: true,
 			ContentType:   "application/json",
-		}})
-		writeError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", msg)
-		return
+		}}, http.StatusRequestEntityTooLarge, fn.ErrorPayload("RequestEntityTooLarge", msg)
 	}
 	res := &fn.Result{Payload: body, ContentType: r.Header.Get("Content-Type")}
-	errType = headerOrTrailer(r, hdrErrorType)
+	errType := headerOrTrailer(r, hdrErrorType)
 	switch {
 	case isError:
 		res.FunctionError = true
@@ -395,8 +430,7 @@ func (s *Server) invocationPost(w http.ResponseWriter, r *http.Request, id strin
 		res.Payload = trailerErrorBody(errType, r.Trailer.Get(hdrErrorBody))
 		res.ContentType = "application/json"
 	}
-	s.deliver(outcome{inv: inv, res: res})
-	writeJSON(w, http.StatusAccepted, statusOK)
+	return outcome{inv: inv, res: res}, http.StatusAccepted, statusOK
 }
 
 func postKind(isError bool) string {

@@ -1,0 +1,294 @@
+package lambda
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"aloft/internal/fn"
+)
+
+// The direct path. A runtime long-polls GET /next and then posts its answer
+// on the same kept-alive connection (aws-lambda-go, and the Node and Python
+// bootstraps, keep one connection). Handing each invocation from Invoke to
+// an http.Server handler goroutine, and the answer back, costs two
+// goroutine wake-ups per invocation, which on these machines show in both
+// latency and CPU. So the handler of GET /next takes the connection over
+// (Hijack) and parks it; Invoke then writes the invocation on it and reads
+// the runtime's answer itself, on the caller's goroutine. Between
+// invocations a goroutine per connection reads the runtime's next request
+// (GET /next parks the connection again; anything else is served as the
+// http.Server would). Posts on other connections still go through the
+// http.Server and deliver their outcome as before.
+
+// rconn is a runtime connection taken over from the http.Server.
+type rconn struct {
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+// maxParked bounds the connections waiting with a GET /next; a runtime has
+// one, a misbehaving one gets its surplus connections closed.
+const maxParked = 16
+
+// errConnLost means the runtime's connection broke or sent something the
+// direct path leaves to others; the answer may still come on another
+// connection.
+var errConnLost = errors.New("runtime connection lost")
+
+// park offers rc, whose runtime waits for the response to a GET /next, to
+// the next Invoke.
+func (s *Server) park(rc *rconn) {
+	s.readyOnce.Do(func() { close(s.ready) })
+	select {
+	case s.conns <- rc:
+	default:
+		s.log.Warn("runtime holds too many connections in GET /next; closing one")
+		s.drop(rc)
+	}
+}
+
+// track records rc so Close can close it; it reports false after Close.
+func (s *Server) track(rc *rconn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closed:
+		return false
+	default:
+	}
+	s.hijacked[rc] = struct{}{}
+	return true
+}
+
+func (s *Server) drop(rc *rconn) {
+	s.mu.Lock()
+	delete(s.hijacked, rc)
+	s.mu.Unlock()
+	_ = rc.c.Close()
+}
+
+// exchange sends inv on rc, whose runtime waits in GET /next, and reads
+// requests until the runtime posts inv's outcome. It returns the outcome,
+// or errConnLost (rc then dropped or parked again) when the answer must be
+// awaited elsewhere, or ctx's error.
+func (s *Server) exchange(ctx context.Context, rc *rconn, inv *fn.Invocation) (*fn.Result, error) {
+	stop := context.AfterFunc(ctx, func() { _ = rc.c.SetDeadline(time.Unix(1, 0)) })
+	res, next, err := s.converse(ctx, rc, inv)
+	if !stop() && next != parked {
+		next = dropped // the deadline is poisoned
+	}
+	if ctx.Err() != nil && (err == nil || errors.Is(err, errConnLost)) {
+		res, err = nil, ctx.Err()
+	}
+	switch next {
+	case dropped:
+		s.drop(rc)
+	case reused:
+		go s.readNext(rc)
+	}
+	return res, err
+}
+
+// What becomes of a connection after converse.
+const (
+	dropped = iota // closed
+	reused         // read by readNext
+	parked         // already parked with a GET /next
+)
+
+// converse is exchange's conversation.
+func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (res *fn.Result, next int, err error) {
+	writeNext(rc.bw, inv)
+	if err := rc.bw.Flush(); err != nil {
+		// The runtime never got inv: another connection may ask for it,
+		// but Invoke's contract is simpler: the runtime is gone.
+		return nil, dropped, fmt.Errorf("send invocation to runtime: %w", err)
+	}
+	for {
+		req, err := http.ReadRequest(rc.br)
+		if err != nil {
+			return nil, dropped, errConnLost
+		}
+		if req.Header.Get("Expect") == "100-continue" {
+			_, _ = rc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		}
+		path := req.URL.Path
+		if rest, ok := strings.CutPrefix(path, "/2018-06-01/runtime/invocation/"); ok && req.Method == http.MethodPost {
+			if id, kind, ok := strings.Cut(rest, "/"); ok && id == inv.ID && (kind == "response" || kind == "error") {
+				o, status, reply := s.answer(req, id, kind == "error")
+				closing := req.Close || status == http.StatusRequestEntityTooLarge || (o != nil && o.err != nil) || !drained(req)
+				writeReply(rc.bw, status, reply, closing)
+				next := reused
+				if rc.bw.Flush() != nil || closing {
+					next = dropped
+				}
+				switch {
+				case o == nil && next == dropped:
+					return nil, dropped, errConnLost
+				case o == nil:
+					continue // refused (a bad header): the runtime may post again
+				case o.err != nil:
+					return nil, next, o.err
+				}
+				return o.res, next, nil
+			}
+		}
+		if path == "/2018-06-01/runtime/invocation/next" && req.Method == http.MethodGet {
+			// Asking again before answering: the connection waits for the
+			// next invocation, and this one's answer must come elsewhere.
+			s.park(rc)
+			return nil, parked, errConnLost
+		}
+		if !s.serveInline(ctx, rc, req) {
+			return nil, dropped, errConnLost
+		}
+	}
+}
+
+// readNext reads the runtime's requests on rc between invocations until it
+// asks for the next invocation, then parks rc.
+func (s *Server) readNext(rc *rconn) {
+	for {
+		req, err := http.ReadRequest(rc.br)
+		if err != nil {
+			s.drop(rc)
+			return
+		}
+		if req.URL.Path == "/2018-06-01/runtime/invocation/next" && req.Method == http.MethodGet {
+			s.park(rc)
+			return
+		}
+		if !s.serveInline(s.base, rc, req) {
+			s.drop(rc)
+			return
+		}
+	}
+}
+
+// serveInline answers req, read from rc, with the http.Server's handler
+// and reports whether rc may carry more requests.
+func (s *Server) serveInline(ctx context.Context, rc *rconn, req *http.Request) bool {
+	if req.Header.Get("Expect") == "100-continue" {
+		_, _ = rc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	}
+	w := &bufferedResponse{header: http.Header{}}
+	s.ServeHTTP(w, req.WithContext(ctx))
+	closing := req.Close || !drained(req)
+	w.writeTo(rc.bw, closing)
+	return rc.bw.Flush() == nil && !closing
+}
+
+// drained reads what the handler left of req's body, as the http.Server
+// does, up to 256 KiB, and reports whether the connection is positioned at
+// the next request.
+func drained(req *http.Request) bool {
+	n, err := io.CopyN(io.Discard, req.Body, 256<<10+1)
+	return n <= 256<<10 && errors.Is(err, io.EOF)
+}
+
+// answer handles a post of id's outcome read on the direct path: the
+// outcome (nil when refused) and the reply's status and body.
+func (s *Server) answer(req *http.Request, id string, isError bool) (*outcome, int, []byte) {
+	mode := req.Header.Get(hdrResponseMode)
+	if !isError && mode != "" && mode != "streaming" {
+		return nil, http.StatusBadRequest, fn.ErrorPayload("InvalidResponseModeHeader", "response mode must be streaming or absent")
+	}
+	inv, status, errType := s.claim(id)
+	if inv == nil {
+		return nil, status, fn.ErrorPayload(errType, "invocation "+id+" is not in progress")
+	}
+	o, status, reply := s.outcomeOf(req, inv, isError)
+	return &o, status, reply
+}
+
+// writeNext writes the response to GET /next that carries inv.
+func writeNext(w *bufio.Writer, inv *fn.Invocation) {
+	w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+	writeHeader(w, hdrRequestID, inv.ID)
+	w.WriteString(hdrDeadline + ": ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), inv.Deadline.UnixMilli(), 10))
+	w.WriteString("\r\n")
+	writeHeader(w, hdrARN, inv.ARN)
+	if inv.TraceID != "" {
+		writeHeader(w, hdrTraceID, inv.TraceID)
+	}
+	if inv.ClientContext != "" {
+		writeHeader(w, hdrClientContext, inv.ClientContext)
+	}
+	w.WriteString("Content-Length: ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(inv.Payload)), 10))
+	w.WriteString("\r\n\r\n")
+	w.Write(inv.Payload)
+}
+
+// headerValue keeps a value on its line, as net/http does.
+var headerValue = strings.NewReplacer("\r", " ", "\n", " ")
+
+func writeHeader(w *bufio.Writer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.WriteString(headerValue.Replace(value))
+	w.WriteString("\r\n")
+}
+
+// writeReply writes a JSON reply with its status.
+func writeReply(w *bufio.Writer, status int, body []byte, closing bool) {
+	w.WriteString("HTTP/1.1 ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(status), 10))
+	w.WriteString(" ")
+	w.WriteString(http.StatusText(status))
+	w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(body)), 10))
+	if closing {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\n\r\n")
+	w.Write(body)
+}
+
+// bufferedResponse is the http.ResponseWriter of a request served inline.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+func (b *bufferedResponse) writeTo(w *bufio.Writer, closing bool) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.header.Del("Content-Length")
+	b.header.Del("Transfer-Encoding")
+	b.header.Del("Connection")
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", b.status, http.StatusText(b.status))
+	_ = b.header.Write(w)
+	fmt.Fprintf(w, "Content-Length: %d\r\n", b.body.Len())
+	if closing {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	w.Write(b.body.Bytes())
+}
