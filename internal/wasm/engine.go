@@ -206,7 +206,7 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 	e.compileMu.Lock()
 	defer e.compileMu.Unlock()
 	before := e.cacheFiles()
-	cm, err := e.rt.CompileModule(ctx, wasm)
+	cm, err := e.rt.CompileModule(ctx, coalesceData(wasm))
 	if err != nil {
 		return nil, fn.Invalid("the code is not a valid WebAssembly module: %v", err)
 	}
