@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // Instance is one instance of a reactor module, reused across requests by
@@ -141,8 +142,30 @@ func (i *Instance) Serve(ctx context.Context, w http.ResponseWriter, r *http.Req
 }
 
 // call copies req into the module and returns a copy of its response.
+//
+// The calls get a context without cancellation: given one with, wazero
+// starts a goroutine per call to watch it and wakes it at the return, two
+// thread wake-ups per call that cost more than a small handler. Instead ctx
+// ending closes the module once, through context.AfterFunc, which the
+// compiled code notices as it would wazero's own close (the runtime is
+// configured WithCloseOnContextDone, so the code checks).
 func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
-	res, err := i.alloc.Call(ctx, uint64(len(req)))
+	stop := context.AfterFunc(ctx, func() {
+		code := sys.ExitCodeContextCanceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			code = sys.ExitCodeDeadlineExceeded
+		}
+		_ = i.mod.CloseWithExitCode(context.Background(), code)
+	})
+	defer func() {
+		if !stop() {
+			// ctx ended as the call returned: the module is being closed,
+			// so the instance serves no more.
+			_ = i.Close(context.Background())
+		}
+	}()
+	plain := context.WithoutCancel(ctx)
+	res, err := i.alloc.Call(plain, uint64(len(req)))
 	if err != nil {
 		return nil, runError(ctx, err, i.mem)
 	}
@@ -150,7 +173,7 @@ func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
 	if !i.mod.Memory().Write(ptr, req) {
 		return nil, &FunctionError{Type: ErrInvalidResponse, Message: fmt.Sprintf("aloft_alloc(%d) returned %#x, outside the module's memory", len(req), ptr)}
 	}
-	res, err = i.handle.Call(ctx, uint64(ptr), uint64(len(req)))
+	res, err = i.handle.Call(plain, uint64(ptr), uint64(len(req)))
 	if err != nil {
 		return nil, runError(ctx, err, i.mem)
 	}
