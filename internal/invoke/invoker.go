@@ -290,33 +290,16 @@ func (iv *Invoker) load(ctx context.Context, tenant, name, qualifier string) (*t
 		return nil, err
 	}
 	arn := fmt.Sprintf("arn:aws:lambda:%s:000000000000:function:%s", iv.cfg.Region, name)
-	if qualifier == fn.LatestVersion {
-		f, _, err := iv.cfg.Store.GetFunction(ctx, tenant, name)
-		if err != nil {
-			return nil, err
-		}
-		return &target{tenant: tenant, name: name, version: fn.LatestVersion, cfg: f.Config,
-			sha: f.CodeSHA256, revision: f.Revision, arn: arn}, nil
-	}
-	n, err := strconv.Atoi(qualifier)
-	if err != nil {
-		if verr := fn.ValidateAliasName(qualifier); verr != nil {
-			return nil, fn.Invalid("qualifier %q is invalid: use $LATEST, a version number or an alias name", qualifier)
-		}
-		a, err := iv.cfg.Store.GetAlias(ctx, tenant, name, qualifier)
-		if err != nil {
-			return nil, err
-		}
-		n = a.Version
-	} else if n < 1 {
-		return nil, fn.Invalid("qualifier %q is invalid: versions start at 1", qualifier)
-	}
-	v, err := iv.cfg.Store.GetVersion(ctx, tenant, name, n)
+	v, err := iv.cfg.Store.Resolve(ctx, tenant, name, qualifier)
 	if err != nil {
 		return nil, err
 	}
-	return &target{tenant: tenant, name: name, version: strconv.Itoa(n), cfg: v.Config,
-		sha: v.CodeSHA256, revision: v.Revision, arn: arn + ":" + qualifier}, nil
+	t := &target{tenant: tenant, name: name, version: fn.LatestVersion, cfg: v.Config,
+		sha: v.CodeSHA256, revision: v.Revision, arn: arn}
+	if qualifier != fn.LatestVersion {
+		t.version, t.arn = strconv.Itoa(v.Number), arn+":"+qualifier
+	}
+	return t, nil
 }
 
 // Prepare readies a function's $LATEST on this node ahead of its first

@@ -470,3 +470,33 @@ func parseChange(e jetstream.KeyValueEntry) (c Change, ok bool) {
 	c.Rev = e.Revision()
 	return c, true
 }
+
+// Resolve returns what qualifier names of a function: "" or $LATEST (the
+// function's current state, as a Version numbered 0), a version number, or
+// an alias (the version it points at). It returns fn.NotFound for a
+// function, version or alias that does not exist and fn.Invalid for a
+// qualifier that can be none of them.
+func (s *Store) Resolve(ctx context.Context, tenant, name, qualifier string) (*fn.Version, error) {
+	if qualifier == "" || qualifier == fn.LatestVersion {
+		f, _, err := s.GetFunction(ctx, tenant, name)
+		if err != nil {
+			return nil, err
+		}
+		return &fn.Version{Tenant: f.Tenant, Config: f.Config, CodeSHA256: f.CodeSHA256, CodeSize: f.CodeSize,
+			Revision: f.Revision, Created: f.Updated}, nil
+	}
+	n, err := strconv.Atoi(qualifier)
+	if err != nil {
+		if verr := fn.ValidateAliasName(qualifier); verr != nil {
+			return nil, fn.Invalid("qualifier %q is invalid: use $LATEST, a version number or an alias name", qualifier)
+		}
+		a, err := s.GetAlias(ctx, tenant, name, qualifier)
+		if err != nil {
+			return nil, err
+		}
+		n = a.Version
+	} else if n < 1 {
+		return nil, fn.Invalid("qualifier %q is invalid: versions start at 1", qualifier)
+	}
+	return s.GetVersion(ctx, tenant, name, n)
+}

@@ -109,11 +109,13 @@ type Invoker interface {
 	Invoke(ctx context.Context, req invoke.Request) (*invoke.Response, error)
 }
 
-// FunctionSource reads a function's $LATEST configuration: its runtime
-// decides the event shape and its timeout the trigger's ack wait.
-// *store.Store is one.
+// FunctionSource reads the configuration of the version a trigger invokes:
+// its runtime decides the event shape and its timeout the trigger's ack
+// wait. *store.Store is one.
 type FunctionSource interface {
-	GetFunction(ctx context.Context, tenant, name string) (*fn.Function, uint64, error)
+	// Resolve returns the configuration a qualifier ("", $LATEST, a
+	// version or an alias) names.
+	Resolve(ctx context.Context, tenant, name, qualifier string) (*fn.Version, error)
 }
 
 // Config configures Queues. JS, Invoker, DeadLetters and Functions are

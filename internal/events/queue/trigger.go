@@ -247,9 +247,11 @@ func (l *loop) setup(ctx context.Context) (jetstream.Consumer, settings, error) 
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	s := l.spec
-	f, _, err := l.q.cfg.Functions.GetFunction(ctx, s.tenant, s.function)
+	// The qualified version's runtime and timeout: they decide the event's
+	// shape and how long a message stays invisible.
+	f, err := l.q.cfg.Functions.Resolve(ctx, s.tenant, s.function, s.qualifier)
 	if err != nil {
-		return nil, settings{}, fmt.Errorf("read function %q: %w", s.function, err)
+		return nil, settings{}, fmt.Errorf("read function %q (qualifier %q): %w", s.function, s.qualifier, err)
 	}
 	timeout := f.Timeout.D()
 	if timeout <= 0 {

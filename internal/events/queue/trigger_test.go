@@ -697,3 +697,39 @@ func BenchmarkTrigger(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/time.Since(start).Seconds(), "msgs/s")
 }
+
+// TestQualifiedTriggerUsesItsVersion: a trigger on an alias shapes its
+// events by the runtime of the version the alias names, not $LATEST's.
+func TestQualifiedTriggerUsesItsVersion(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	e.function("f", fn.RuntimeLambda, time.Second)
+	v := &fn.Version{Tenant: tenant, Number: 1, Config: fn.Config{Name: "f", Runtime: fn.RuntimeLambda, Timeout: fn.Duration(time.Second)}}
+	if err := e.st.CreateVersion(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.PutAlias(ctx, &fn.Alias{Tenant: tenant, Function: "f", Name: "prod", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	f, rev, err := e.st.GetFunction(ctx, tenant, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Runtime = fn.RuntimeHTTP // $LATEST moves on; version 1 stays a Lambda function
+	if _, err := e.st.UpdateFunction(ctx, f, rev); err != nil {
+		t.Fatal(err)
+	}
+	e.queue("q")
+	e.send("q", "one")
+	e.trigger("f", fn.Event{Queue: "q", Qualifier: "prod", BatchWindow: fn.Duration(50 * time.Millisecond)})
+	e.run()
+	eventually(t, 5*time.Second, "the message", func() bool { return len(e.user.seen()) == 1 })
+	c := e.user.snapshot()[0]
+	var ev events.SQSEvent
+	if err := json.Unmarshal(c.req.Payload, &ev); err != nil || len(ev.Records) != 1 || ev.Records[0].Body != "one" {
+		t.Fatalf("payload %s is not the SQS event of version 1 (%v)", c.req.Payload, err)
+	}
+	if c.req.Qualifier != "prod" {
+		t.Errorf("invoked qualifier %q, want prod", c.req.Qualifier)
+	}
+}
