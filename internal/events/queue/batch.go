@@ -37,6 +37,12 @@ const (
 	// deadLetterTimeout bounds storing one dead letter.
 	deadLetterTimeout = 10 * time.Second
 
+	// lostDeliveries is how many more deliveries than its retries allow a
+	// message may have without a recorded failure (each a node that
+	// stopped while holding it) before it is dead-lettered unrun: a
+	// message that takes every node holding it down must not loop forever.
+	lostDeliveries = 10
+
 	reasonExhausted = "retries exhausted"
 	reasonNotFound  = "function not found"
 )
@@ -49,6 +55,8 @@ type item struct {
 	attrs     map[string]string
 	sent      time.Time
 	delivered int
+	failures  int // failed attempts before this delivery (read only for a redelivery)
+	last      failure
 	seq       uint64
 	received  time.Time
 }
@@ -90,6 +98,7 @@ func parseHeaders(h nats.Header, seq uint64, stored time.Time) (id string, sent 
 
 // handle runs one fetched batch under ctx (Run's context).
 func (l *loop) handle(ctx context.Context, set settings, msgs []fetched) {
+	s := l.spec
 	run := make([]*item, 0, len(msgs))
 	for _, f := range msgs {
 		it, err := parseItem(f)
@@ -98,12 +107,24 @@ func (l *loop) handle(ctx context.Context, set settings, msgs []fetched) {
 			_ = f.msg.Nak()
 			continue
 		}
-		if it.delivered > l.maxDeliveries {
-			// Its last attempt never reported back (its node stopped, or
-			// it outlived its ack wait), or it was dead-lettered and the
-			// ack was lost: either way it does not run again.
-			l.deadLetter(ctx, it, it.delivered-1, reasonExhausted, "Aloft.AttemptLost",
-				"the last attempt did not finish: its node stopped or it outlived its visibility timeout")
+		if it.delivered > 1 {
+			// A redelivery: after failures, or after a node stopped
+			// holding it (which ran nothing, or did not report back).
+			if it.last, err = l.loadFailures(ctx, it); err != nil {
+				l.log.Warn("read queue message attempts", "error", err)
+				_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, 1, rand.Float64()))
+				continue
+			}
+			it.failures = it.last.Failures
+		}
+		switch {
+		case it.failures > s.retries:
+			// Dead-lettered before, and the ack was lost: never run again.
+			l.deadLetter(ctx, it, it.failures, reasonExhausted, it.last.Type, it.last.Message)
+			continue
+		case it.delivered > s.retries+1+lostDeliveries:
+			l.deadLetter(ctx, it, it.failures, reasonExhausted, "Aloft.AttemptLost",
+				fmt.Sprintf("delivered %d times without an attempt reporting back: its nodes stopped or it outlived its visibility timeout", it.delivered))
 			continue
 		}
 		run = append(run, it)
@@ -173,7 +194,7 @@ func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, header
 	id := newUUID()
 	attempt := 0
 	for _, it := range items {
-		attempt = max(attempt, it.delivered)
+		attempt = max(attempt, it.failures+1)
 	}
 	rec := records.Record{ID: id, Tenant: s.tenant, Function: s.function, Trigger: "queue", Attempt: attempt}
 	l.record(rec, records.Running)
@@ -202,6 +223,11 @@ func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, header
 	for i, it := range items {
 		if !v.failed[i] {
 			_ = it.msg.Ack()
+			if it.failures > 0 {
+				if err := l.q.attempts.Delete(ctx, l.attemptsKey(it)); err != nil {
+					l.log.Debug("delete queue message attempts", "error", err)
+				}
+			}
 			l.q.stats.succeeded.Add(1)
 			continue
 		}
@@ -239,19 +265,65 @@ func (l *loop) record(r records.Record, st records.Status) {
 	l.q.cfg.Records.Put(r)
 }
 
-// retry redelivers a failed message after a backoff, or dead-letters it
-// when it was delivered as often as the trigger allows.
+// retry records a failed attempt and redelivers the message after a
+// backoff, or dead-letters it when it failed as often as the trigger
+// allows. The failure is recorded first, so that once it is dead-lettered
+// no later delivery runs it.
 func (l *loop) retry(ctx context.Context, it *item, errorType, errorMessage string) {
-	if it.delivered >= l.maxDeliveries {
+	failures := it.failures + 1
+	l.saveFailures(ctx, it, failure{Failures: failures, Type: errorType, Message: errorMessage})
+	if failures > l.spec.retries {
 		reason := reasonExhausted
 		if errorType == "not_found" {
 			reason = reasonNotFound
 		}
-		l.deadLetter(ctx, it, it.delivered, reason, errorType, errorMessage)
+		l.deadLetter(ctx, it, failures, reason, errorType, errorMessage)
 		return
 	}
-	_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, it.delivered, rand.Float64()))
+	_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, failures, rand.Float64()))
 	l.q.stats.retried.Add(1)
+}
+
+// failure is a message's failed attempts, as kept in the attempts bucket.
+type failure struct {
+	Failures int    `json:"failures"`
+	Type     string `json:"errorType,omitempty"`
+	Message  string `json:"errorMessage,omitempty"`
+}
+
+func (l *loop) attemptsKey(it *item) string {
+	return l.spec.tenant + "." + l.spec.queue + "." + strconv.FormatUint(it.seq, 10)
+}
+
+// loadFailures reads a redelivered message's failures (none when the
+// bucket has no entry, or an unreadable one).
+func (l *loop) loadFailures(ctx context.Context, it *item) (failure, error) {
+	e, err := l.q.attempts.Get(ctx, l.attemptsKey(it))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return failure{}, nil
+	}
+	if err != nil {
+		return failure{}, err
+	}
+	var fl failure
+	if err := json.Unmarshal(e.Value(), &fl); err != nil || fl.Failures < 0 {
+		l.log.Warn("decode queue message attempts", "error", err)
+		return failure{}, nil
+	}
+	return fl, nil
+}
+
+// saveFailures records a failed attempt for later deliveries, on any node.
+// A failed write is logged: the message may then run once more than its
+// retries allow.
+func (l *loop) saveFailures(ctx context.Context, it *item, fl failure) {
+	b, err := json.Marshal(fl)
+	if err == nil {
+		_, err = l.q.attempts.Put(ctx, l.attemptsKey(it), b)
+	}
+	if err != nil {
+		l.log.Warn("record queue message attempt", "error", err)
+	}
 }
 
 // deadLetter stores it in the dead letters and then removes it from the
@@ -270,7 +342,7 @@ func (l *loop) deadLetter(ctx context.Context, it *item, attempts int, reason, e
 	if err != nil {
 		l.log.Error("queue dead-letter", "error", err)
 		if ctx.Err() == nil {
-			_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, it.delivered, rand.Float64()))
+			_ = it.msg.NakWithDelay(backoff(l.q.cfg.RetryBase, max(it.failures, 1), rand.Float64()))
 		}
 		return
 	}
@@ -282,11 +354,11 @@ func (l *loop) deadLetter(ctx context.Context, it *item, attempts int, reason, e
 }
 
 // backoff returns the pause before the next delivery of a message that
-// failed its delivered-th delivery: base doubled per delivery, capped at
-// maxRetryDelay, then jittered into [d/2, d) by jitter in [0, 1).
-func backoff(base time.Duration, delivered int, jitter float64) time.Duration {
+// failed failures times: base doubled per failure after the first, capped
+// at maxRetryDelay, then jittered into [d/2, d) by jitter in [0, 1).
+func backoff(base time.Duration, failures int, jitter float64) time.Duration {
 	d := base
-	for i := 1; i < delivered && d < maxRetryDelay; i++ {
+	for i := 1; i < failures && d < maxRetryDelay; i++ {
 		d *= 2
 	}
 	d = min(d, maxRetryDelay)

@@ -74,6 +74,10 @@ import (
 const (
 	Stream = "QUEUES"
 	Bucket = "queues"
+	// AttemptsBucket holds the failure count of messages that failed, by
+	// queue and stream sequence: redeliveries after a node stopped, which
+	// ran nothing, do not use up retries.
+	AttemptsBucket = "queue_attempts"
 )
 
 // Defaults of Config.
@@ -235,12 +239,13 @@ type counters struct {
 // New and run the triggers with Run. Its methods are safe for concurrent
 // use.
 type Queues struct {
-	cfg    Config
-	log    *slog.Logger
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	kv     jetstream.KeyValue
-	stats  counters
+	cfg      Config
+	log      *slog.Logger
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	kv       jetstream.KeyValue
+	attempts jetstream.KeyValue
+	stats    counters
 
 	mu      sync.Mutex
 	desired map[string][]spec // tenant/function → its enabled queue triggers
@@ -288,6 +293,17 @@ func New(ctx context.Context, cfg Config) (*Queues, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", Bucket, err)
+	}
+	q.attempts, err = cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      AttemptsBucket,
+		Description: "Aloft failure counts of queue messages",
+		History:     1,
+		TTL:         cfg.MaxAge + time.Hour,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", AttemptsBucket, err)
 	}
 	return q, nil
 }

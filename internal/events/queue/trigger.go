@@ -162,8 +162,7 @@ func (q *Queues) reconcile(ctx context.Context, loops map[triggerKey]*loop, wg *
 		lctx, cancel := context.WithCancel(ctx)
 		l := &loop{
 			q: q, spec: s, cancel: cancel, poked: make(chan struct{}, 1),
-			maxDeliveries: s.retries + 1,
-			source:        "queue:" + s.queue,
+			source: "queue:" + s.queue,
 			log: q.log.With("tenant", s.tenant, "function", s.function,
 				"trigger", "queue:"+s.queue),
 		}
@@ -175,13 +174,12 @@ func (q *Queues) reconcile(ctx context.Context, loops map[triggerKey]*loop, wg *
 // loop runs one trigger on this node: it fetches batches and hands each to
 // a goroutine, at most spec.concurrency at once.
 type loop struct {
-	q             *Queues
-	spec          spec
-	cancel        context.CancelFunc
-	poked         chan struct{} // cap 1: re-read the function
-	maxDeliveries int
-	source        string // "queue:<name>"
-	log           *slog.Logger
+	q      *Queues
+	spec   spec
+	cancel context.CancelFunc
+	poked  chan struct{} // cap 1: re-read the function
+	source string        // "queue:<name>"
+	log    *slog.Logger
 }
 
 // settings is what a loop read from the function.

@@ -331,29 +331,68 @@ func TestDeadLetterAfterRetries(t *testing.T) {
 // A message delivered more often than allowed (its dead-lettering was cut
 // short, or its last attempt never answered) is dead-lettered without
 // running.
+// deliverUnrun has the trigger's own consumer receive q's first message n
+// times and hand it back without running it, as nodes that stopped while
+// holding it would have; it returns the message's stream sequence.
+func (e *env) deliverUnrun(q string, n int) uint64 {
+	e.t.Helper()
+	cons, err := e.st.JetStream().CreateOrUpdateConsumer(context.Background(), Stream, jetstream.ConsumerConfig{
+		Durable: consumerName(tenant, q), FilterSubject: subjectOf(tenant, q),
+		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, AckWait: time.Minute,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var seq uint64
+	for range n {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		seq = md.Sequence.Stream
+		if err := m.Nak(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return seq
+}
+
+// TestRedeliveryWithoutFailureRuns: deliveries that ran nothing (nodes
+// stopping while holding the message) do not use up its retries, even
+// with none allowed.
+func TestRedeliveryWithoutFailureRuns(t *testing.T) {
+	e := newEnv(t, nil)
+	e.function("f", fn.RuntimeLambda, time.Second)
+	e.queue("q")
+	e.send("q", "held")
+	e.deliverUnrun("q", 3)
+	e.trigger("f", fn.Event{Queue: "q", Retries: retries(0)})
+	e.run()
+	eventually(t, 10*time.Second, "the queue to empty", func() bool { return e.waiting("q") == 0 })
+	if calls := e.user.snapshot(); len(calls) != 1 {
+		t.Errorf("%d invocations, want 1", len(calls))
+	}
+	if d := e.deadLetters("f"); len(d) != 0 {
+		t.Errorf("dead letters %+v, want none", d)
+	}
+}
+
+// TestOverLimitIsDeadLetteredWithoutRunning: a message whose recorded
+// failures are over its retries (dead-lettered by a node whose ack was
+// lost) never runs again, and is dead-lettered with its last error.
 func TestOverLimitIsDeadLetteredWithoutRunning(t *testing.T) {
 	e := newEnv(t, nil)
 	e.function("f", fn.RuntimeLambda, time.Second)
 	e.queue("q")
 	ids := e.send("q", "lost")
-	ctx := context.Background()
-	// Deliver it retries+1 times on the trigger's own consumer, as crashed
-	// nodes would have.
-	cons, err := e.st.JetStream().CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
-		Durable: consumerName(tenant, "q"), FilterSubject: subjectOf(tenant, "q"),
-		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, AckWait: time.Minute,
-	})
-	if err != nil {
+	seq := e.deliverUnrun("q", 2)
+	b, _ := json.Marshal(failure{Failures: 2, Type: "Function.Boom", Message: "it broke"})
+	if _, err := e.q.attempts.Put(context.Background(), tenant+".q."+strconv.FormatUint(seq, 10), b); err != nil {
 		t.Fatal(err)
-	}
-	for range 2 {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Nak(); err != nil {
-			t.Fatal(err)
-		}
 	}
 	e.trigger("f", fn.Event{Queue: "q", Retries: retries(1)})
 	e.run()
@@ -363,7 +402,7 @@ func TestOverLimitIsDeadLetteredWithoutRunning(t *testing.T) {
 		t.Errorf("%d invocations of a message over its limit, want none", len(calls))
 	}
 	d := e.deadLetters("f")[0]
-	if d.ID != ids[0] || d.Attempts != 2 || d.Reason != "retries exhausted" {
+	if d.ID != ids[0] || d.Attempts != 2 || d.Reason != "retries exhausted" || d.ErrorType != "Function.Boom" {
 		t.Errorf("dead letter %+v", d)
 	}
 }
