@@ -481,7 +481,19 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 	ctx, cancel := context.WithDeadline(r.Context(), run.deadline)
 	stop := context.AfterFunc(in.ctx, cancel)
 	w.Header().Set("X-Aloft-Invocation-Id", req.ID)
+	served := false
+	defer func() {
+		if !served {
+			// The proxy aborted an answer that broke off midway
+			// (panic(http.ErrAbortHandler), which the server recovers):
+			// the instance still gets its slot back.
+			stop()
+			cancel()
+			_, _ = iv.finish(t, lease, in, run, nil)
+		}
+	}()
 	in.serveHTTP(w, r.WithContext(ctx))
+	served = true
 	stop()
 	var err2 error
 	if ctx.Err() != nil && r.Context().Err() == nil {

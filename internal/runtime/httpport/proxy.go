@@ -49,14 +49,16 @@ type Proxy struct {
 	log         *slog.Logger
 	dial        func(ctx context.Context) (net.Conn, error)
 	maxResponse int64
-	transport   *http.Transport
+	transport   *http.Transport // streams and upgrades, through rp
 	rp          httputil.ReverseProxy
+	conns       conns // the direct path's (direct.go)
+	buffers     *bufferPool
 }
 
 // New returns a Proxy for the instance cfg.Dial reaches. A nil cfg.Dial
 // yields a Proxy whose every call fails.
 func New(cfg Config) *Proxy {
-	p := &Proxy{log: cfg.Logger, dial: cfg.Dial, maxResponse: cfg.MaxResponse}
+	p := &Proxy{log: cfg.Logger, dial: cfg.Dial, maxResponse: cfg.MaxResponse, buffers: &bufferPool{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -72,6 +74,7 @@ func New(cfg Config) *Proxy {
 	if idle <= 0 {
 		idle = DefaultMaxIdleConns
 	}
+	p.conns.max = idle
 	p.transport = &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -88,7 +91,7 @@ func New(cfg Config) *Proxy {
 		FlushInterval: 0, // responses without a length (streams) are still flushed on every write
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ErrorHandler:  p.badGateway,
-		BufferPool:    &bufferPool{},
+		BufferPool:    p.buffers,
 	}
 	return p
 }
@@ -126,6 +129,10 @@ func rewrite(r *httputil.ProxyRequest) {
 // cannot be reached or breaks the connection, the client gets 502 with
 // {"error":{"code":"bad_gateway","message":...}}.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if direct(r) {
+		p.serveDirect(w, r)
+		return
+	}
 	// Let handlers that answer while still reading (streams) do so over
 	// HTTP/1; HTTP/2 is full duplex already and reports ErrNotSupported.
 	_ = http.NewResponseController(w).EnableFullDuplex()
@@ -153,23 +160,23 @@ func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 // when the instance cannot be reached or breaks the connection, and ctx's
 // error (wrapped) when ctx ends first.
 func (p *Proxy) Invoke(ctx context.Context, payload []byte, header map[string]string) (*fn.Result, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+instanceHost+"/", bytes.NewReader(payload))
-	if err != nil {
-		return nil, fmt.Errorf("invoke http instance: %w", err)
-	}
-	req.Header["Content-Type"] = []string{"application/json"}
+	h := http.Header{"Content-Type": {"application/json"}}
 	for k, v := range header {
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	resp, err := p.transport.RoundTrip(req)
+	o := &outgoing{method: http.MethodPost, uri: "/", host: instanceHost, header: h, body: payload}
+	req := &http.Request{Method: http.MethodPost} // what reading the response needs to know
+	resp, pc, err := p.roundTrip(ctx, o, req)
 	if err != nil {
 		return nil, fmt.Errorf("invoke http instance: %w", err)
 	}
-	defer resp.Body.Close()
+	complete := false
+	defer func() { p.release(pc, resp, complete) }()
 	body, tooLarge, err := readLimited(resp.Body, resp.ContentLength, p.maxResponse)
 	if err != nil {
 		return nil, fmt.Errorf("invoke http instance: read response: %w", err)
 	}
+	complete = !tooLarge
 	if tooLarge {
 		return &fn.Result{
 			Payload: fn.ErrorPayload("Function.ResponseSizeTooLarge",
@@ -244,4 +251,5 @@ func (p *Proxy) WaitReady(ctx context.Context) error {
 // finish or fail when the instance goes away.
 func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
+	p.conns.close()
 }
