@@ -600,12 +600,20 @@ func (iv *Invoker) finish(t *target, lease *scale.Lease, in *instance, r *run, e
 	}
 	dur := time.Since(r.start)
 	in.sink.platform(r.id, "END RequestId: "+r.id)
-	report := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB",
-		r.id, float64(dur.Microseconds())/1000, billed(dur), t.cfg.MemoryMB, in.sb.MemoryPeak()>>20)
+	// Lambda's REPORT line, appended by hand: it is written for every
+	// invocation.
+	report := make([]byte, 0, 192)
+	report = append(append(report, "REPORT RequestId: "...), r.id...)
+	report = strconv.AppendFloat(append(report, "\tDuration: "...), float64(dur.Microseconds())/1000, 'f', 2, 64)
+	report = strconv.AppendInt(append(report, " ms\tBilled Duration: "...), billed(dur), 10)
+	report = strconv.AppendInt(append(report, " ms\tMemory Size: "...), int64(t.cfg.MemoryMB), 10)
+	report = strconv.AppendInt(append(report, " MB\tMax Memory Used: "...), in.sb.MemoryPeak()>>20, 10)
+	report = append(report, " MB"...)
 	if r.cold {
-		report += fmt.Sprintf("\tInit Duration: %.2f ms", float64(in.initDur.Microseconds())/1000)
+		report = strconv.AppendFloat(append(report, "\tInit Duration: "...), float64(in.initDur.Microseconds())/1000, 'f', 2, 64)
+		report = append(report, " ms"...)
 	}
-	in.sink.platform(r.id, report)
+	in.sink.platform(r.id, string(report))
 	if in.inflight.Add(-1) == 0 || r.tailOn {
 		r.tail = in.sink.end()
 	}

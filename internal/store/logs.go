@@ -153,6 +153,7 @@ type logBatch struct {
 	subject string
 	lines   int
 	buf     []byte
+	line    []byte // one line's encoding, reused
 }
 
 func (b *logBatch) add(s *Store, it logItem) {
@@ -163,20 +164,16 @@ func (b *logBatch) add(s *Store, it logItem) {
 		return
 	}
 	s.logQueued.Add(-int64(len(it.line.Text)))
-	line, err := json.Marshal(it.line)
-	if err != nil {
-		s.logsDropped.Add(1)
-		return
-	}
+	b.line = it.line.AppendJSON(b.line[:0])
 	subject := logSubjectPrefix + it.line.Tenant + "." + it.line.Function
-	if subject != b.subject || len(b.buf)+len(line) > s.logBatchBytes {
+	if subject != b.subject || len(b.buf)+len(b.line) > s.logBatchBytes {
 		b.publish(s)
 		b.subject = subject
 	}
 	if b.lines > 0 {
 		b.buf = append(b.buf, '\n')
 	}
-	b.buf = append(b.buf, line...)
+	b.buf = append(b.buf, b.line...)
 	b.lines++
 	b.n++
 }

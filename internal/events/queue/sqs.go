@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"aloft/internal/fn"
 )
 
 // sqsEvent encodes items as the SQS batch event Lambda hands a function
@@ -46,11 +48,11 @@ func (q *Queues) appendRecord(b []byte, s spec, arn string, it *item) []byte {
 		firstReceive = it.sent // the first receipt is not kept; it was after the send
 	}
 	b = append(b, `{"messageId":`...)
-	b = appendString(b, it.id)
+	b = fn.AppendJSONString(b, it.id)
 	b = append(b, `,"receiptHandle":"`...)
 	b = appendReceiptHandle(b, s.queue, it.seq, it.delivered)
 	b = append(b, `","body":`...)
-	b = appendString(b, body)
+	b = fn.AppendJSONString(b, body)
 	b = append(b, `,"attributes":{"ApproximateReceiveCount":"`...)
 	b = strconv.AppendInt(b, int64(it.delivered), 10)
 	b = append(b, `","SentTimestamp":"`...)
@@ -74,9 +76,9 @@ func (q *Queues) appendRecord(b []byte, s spec, arn string, it *item) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, k)
+			b = fn.AppendJSONString(b, k)
 			b = append(b, `:{"stringValue":`...)
-			b = appendString(b, attrs[k])
+			b = fn.AppendJSONString(b, attrs[k])
 			b = append(b, `,"stringListValues":[],"binaryListValues":[],"dataType":"String"}`...)
 		}
 		b = append(b, `},"md5OfMessageAttributes":"`...)
@@ -86,64 +88,10 @@ func (q *Queues) appendRecord(b []byte, s spec, arn string, it *item) []byte {
 	b = append(b, `,"md5OfBody":"`...)
 	b = hex.AppendEncode(b, sum[:])
 	b = append(b, `","eventSource":"aws:sqs","eventSourceARN":`...)
-	b = appendString(b, arn)
+	b = fn.AppendJSONString(b, arn)
 	b = append(b, `,"awsRegion":`...)
-	b = appendString(b, q.cfg.Region)
+	b = fn.AppendJSONString(b, q.cfg.Region)
 	return append(b, '}')
-}
-
-// appendString appends s as a JSON string, escaped as encoding/json
-// escapes it with HTML escaping off: '"', '\\' and control characters,
-// U+2028 and U+2029, and each byte of invalid UTF-8 as U+FFFD.
-func appendString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= ' ' && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		default:
-			i += n
-			continue
-		}
-		i += n
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // appendReceiptHandle appends an opaque handle of one delivery: base64
