@@ -1,6 +1,7 @@
 // Package runtimes holds the bootstraps Aloft ships so that unmodified
 // AWS Lambda handlers run: node/bootstrap.js for Node.js 20 and
-// python/bootstrap.py for Python 3.11. They speak the Lambda Runtime API
+// python/bootstrap.py (with the module it runs, python/_aloft_bootstrap.py)
+// for Python 3.11. They speak the Lambda Runtime API
 // (served by internal/runtime/lambda) and need nothing but the
 // interpreter's standard library. WriteTo puts them in a directory that the
 // sandbox bind-mounts read-only at /var/runtime.
