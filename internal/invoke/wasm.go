@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"aloft/internal/fn"
+	"aloft/internal/respbuf"
 	"aloft/internal/scale"
 	"aloft/internal/wasm"
 )
@@ -193,7 +194,7 @@ func (iv *Invoker) invokeWasm(ctx context.Context, t *target, req Request, resp 
 		hr.Header.Set(k, v)
 	}
 	hr.RemoteAddr = "127.0.0.1:0"
-	rec := &bufferedResponse{header: http.Header{}}
+	rec := respbuf.New()
 	fe, tail, err := iv.runWasm(ctx, t, lease, rec, hr, req.ID, req.LogTail)
 	if err != nil {
 		return err
@@ -202,14 +203,14 @@ func (iv *Invoker) invokeWasm(ctx context.Context, t *target, req Request, resp 
 	switch {
 	case fe != nil:
 		resp.Result = fn.Result{Payload: fn.ErrorPayload(fe.Type, fe.Message), FunctionError: true}
-	case rec.status >= 500:
-		msg := rec.body.String()
+	case rec.Status >= 500:
+		msg := rec.Body.String()
 		if len(msg) > 256 {
 			msg = msg[:256]
 		}
-		resp.Result = fn.Result{Payload: fn.ErrorPayload("Function.HTTPError", fmt.Sprintf("status %d: %s", rec.status, msg)), FunctionError: true}
+		resp.Result = fn.Result{Payload: fn.ErrorPayload("Function.HTTPError", fmt.Sprintf("status %d: %s", rec.Status, msg)), FunctionError: true}
 	default:
-		resp.Result = fn.Result{Payload: rec.body.Bytes(), ContentType: rec.header.Get("Content-Type")}
+		resp.Result = fn.Result{Payload: rec.Body.Bytes(), ContentType: rec.Header().Get("Content-Type")}
 	}
 	return nil
 }
@@ -230,26 +231,4 @@ func (iv *Invoker) serveWasmHTTP(w http.ResponseWriter, r *http.Request, t *targ
 		return fn.Errorf(http.StatusBadGateway, "function_error", "the function failed (%s); its log has the details under invocation %s", fe.Type, req.ID)
 	}
 	return nil
-}
-
-// bufferedResponse collects a response in memory (invoke API).
-type bufferedResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (b *bufferedResponse) Header() http.Header { return b.header }
-
-func (b *bufferedResponse) WriteHeader(status int) {
-	if b.status == 0 {
-		b.status = status
-	}
-}
-
-func (b *bufferedResponse) Write(p []byte) (int, error) {
-	if b.status == 0 {
-		b.status = http.StatusOK
-	}
-	return b.body.Write(p)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -159,7 +160,7 @@ func TestDirectResendsOnStaleConnection(t *testing.T) {
 				if err != nil {
 					return
 				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(req.URL.Path))+"\r\n\r\n"+req.URL.Path)
 				time.Sleep(20 * time.Millisecond) // then close: the proxy keeps a dead connection
 			}()
 		}
@@ -189,11 +190,4 @@ func TestDirectSkipsInformational(t *testing.T) {
 	if resp, body := get(t, front.Client(), "POST", front.URL+"/", nil); resp.StatusCode != 201 || body != "made" {
 		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
-}
-
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
 }

@@ -2,7 +2,6 @@ package lambda
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"aloft/internal/fn"
+	"aloft/internal/respbuf"
 )
 
 // The direct path. A runtime long-polls GET /next and then posts its answer
@@ -181,10 +181,10 @@ func (s *Server) serveInline(ctx context.Context, rc *rconn, req *http.Request) 
 	if req.Header.Get("Expect") == "100-continue" {
 		_, _ = rc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 	}
-	w := &bufferedResponse{header: http.Header{}}
+	w := respbuf.New()
 	s.ServeHTTP(w, req.WithContext(ctx))
 	closing := req.Close || !drained(req)
-	w.writeTo(rc.bw, closing)
+	writeResponse(rc.bw, w, closing)
 	return rc.bw.Flush() == nil && !closing
 }
 
@@ -256,39 +256,21 @@ func writeReply(w *bufio.Writer, status int, body []byte, closing bool) {
 	w.Write(body)
 }
 
-// bufferedResponse is the http.ResponseWriter of a request served inline.
-type bufferedResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (b *bufferedResponse) Header() http.Header { return b.header }
-
-func (b *bufferedResponse) WriteHeader(status int) {
-	if b.status == 0 {
-		b.status = status
+// writeResponse writes b, a request's answer served inline, on w.
+func writeResponse(w *bufio.Writer, b *respbuf.Response, closing bool) {
+	if b.Status == 0 {
+		b.Status = http.StatusOK
 	}
-}
-
-func (b *bufferedResponse) Write(p []byte) (int, error) {
-	b.WriteHeader(http.StatusOK)
-	return b.body.Write(p)
-}
-
-func (b *bufferedResponse) writeTo(w *bufio.Writer, closing bool) {
-	if b.status == 0 {
-		b.status = http.StatusOK
-	}
-	b.header.Del("Content-Length")
-	b.header.Del("Transfer-Encoding")
-	b.header.Del("Connection")
-	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", b.status, http.StatusText(b.status))
-	_ = b.header.Write(w)
-	fmt.Fprintf(w, "Content-Length: %d\r\n", b.body.Len())
+	h := b.Header()
+	h.Del("Content-Length")
+	h.Del("Transfer-Encoding")
+	h.Del("Connection")
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", b.Status, http.StatusText(b.Status))
+	_ = h.Write(w)
+	fmt.Fprintf(w, "Content-Length: %d\r\n", b.Body.Len())
 	if closing {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	w.Write(b.body.Bytes())
+	w.Write(b.Body.Bytes())
 }

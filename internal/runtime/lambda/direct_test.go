@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,14 +58,7 @@ const getNext = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rt\r\
 
 func post(id, kind, body string, extra ...string) string {
 	return "POST /2018-06-01/runtime/invocation/" + id + "/" + kind + " HTTP/1.1\r\nHost: rt\r\n" +
-		strings.Join(extra, "") + "Content-Length: " + itoa(len(body)) + "\r\n\r\n" + body
-}
-
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
+		strings.Join(extra, "") + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 }
 
 // TestAnswerOnAnotherConnection: a runtime that drops the connection it
