@@ -232,6 +232,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	g.Go(func() error { return s.invoker.Run(gctx) })
 	g.Go(func() error { return s.gateway.Run(gctx) })
 	g.Go(func() error { return s.events.Run(gctx) })
+	g.Go(func() error { s.collectCode(gctx); return nil })
 	g.Go(func() error {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -251,6 +252,36 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.log.Info("embedded nats accepting clients (token: the API token)", "url", u)
 	}
 	return nil
+}
+
+// Code packages no function or version names any more are deleted every
+// codeCollectEvery, once codeGrace old (a deploy stores its package a
+// moment before the function that names it).
+const (
+	codeCollectEvery = time.Hour
+	codeGrace        = time.Hour
+)
+
+// collectCode deletes unused code packages until ctx ends. Every node runs
+// it; the deletes are idempotent.
+func (s *Server) collectCode(ctx context.Context) {
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.store.CollectCode(ctx, codeGrace)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("collect unused code packages", "error", err)
+		case n > 0:
+			s.log.Info("unused code packages deleted", "count", n)
+		}
+		t.Reset(codeCollectEvery)
+	}
 }
 
 // natsToken is what clients of the embedded NATS listener present: the API

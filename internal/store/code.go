@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -40,6 +42,11 @@ func (s *Store) PutCode(ctx context.Context, r io.Reader) (sha256hex string, siz
 	name := hex.EncodeToString(sum)
 	info, err := s.obs.GetInfo(ctx, name)
 	if err == nil && info.Size == uint64(size) {
+		// Stored already: refresh its time, so that CollectCode's grace
+		// covers this deploy, whose function does not name it yet.
+		if err := s.obs.UpdateMeta(ctx, name, info.ObjectMeta); err != nil {
+			return "", 0, fmt.Errorf("put code %s: touch: %w", name, err)
+		}
 		return name, size, nil
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -83,4 +90,50 @@ func (s *Store) GetCode(ctx context.Context, sha string, w io.Writer) error {
 		return fmt.Errorf("get code %s: stored bytes hash to %s: the package is corrupt", sha, got)
 	}
 	return nil
+}
+
+// CollectCode deletes the code packages that no function and no published
+// version names, among those stored (or stored again by a deploy) more than
+// grace ago: a deploy stores its package before the function that names
+// it, and grace must cover that window. It returns how many it deleted.
+// Nodes may run it concurrently.
+func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
+	// Objects first: a package stored after this listing is not considered,
+	// and one stored before it is either named by the functions read next
+	// or old enough to go.
+	infos, err := s.obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("collect code: list packages: %w", err)
+	}
+	used := map[string]bool{}
+	for _, filter := range []string{"*." + kindFunction + ".*", "*." + kindVersion + ".*.*"} {
+		entries, err := s.values(ctx, filter)
+		if err != nil {
+			return 0, fmt.Errorf("collect code: %w", err)
+		}
+		for _, e := range entries {
+			var ref struct {
+				SHA string `json:"code_sha256"`
+			}
+			if err := json.Unmarshal(e.Value(), &ref); err != nil {
+				return 0, fmt.Errorf("collect code: decode %s: %w", e.Key(), err)
+			}
+			used[ref.SHA] = true
+		}
+	}
+	cutoff := time.Now().Add(-grace)
+	deleted := 0
+	for _, info := range infos {
+		if info.Deleted || used[info.Name] || !info.ModTime.Before(cutoff) {
+			continue
+		}
+		if err := s.obs.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return deleted, fmt.Errorf("collect code: delete %s: %w", info.Name, err)
+		}
+		deleted++
+	}
+	return deleted, nil
 }

@@ -172,8 +172,9 @@ func (s *Store) AllFunctions(ctx context.Context) ([]*fn.Function, error) {
 // returns fn.NotFound if the function does not exist, fn.Conflict if it
 // changed while its versions and aliases were removed, and fn.Invalid if
 // tenant or name cannot name one. Versions and aliases go first, so a
-// failed delete leaves the function in place to retry. Code packages stay:
-// other versions or functions may share them.
+// failed delete leaves the function in place to retry. Code packages stay
+// (other versions or functions may share them) until CollectCode finds no
+// one names them.
 func (s *Store) DeleteFunction(ctx context.Context, tenant, name string) error {
 	_, rev, err := s.GetFunction(ctx, tenant, name)
 	if err != nil {
