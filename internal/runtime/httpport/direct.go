@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -36,11 +37,22 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// maxResponseHead bounds the status line and header fields of an
+// instance's answer (the function's code must not make the server buffer
+// without end); the reverse proxy's transport has the same bound.
+const maxResponseHead = 1 << 20
+
 // pconn is a kept-alive connection to the instance.
 type pconn struct {
 	c  net.Conn
+	lr *io.LimitedReader // under br: bounds a response head
 	br *bufio.Reader
 	bw *bufio.Writer
+}
+
+func newPconn(c net.Conn) *pconn {
+	lr := &io.LimitedReader{R: c, N: math.MaxInt64}
+	return &pconn{c: c, lr: lr, br: bufio.NewReaderSize(lr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}
 }
 
 // conns is the direct path's pool of idle connections.
@@ -116,7 +128,7 @@ func (p *Proxy) roundTrip(ctx context.Context, o *outgoing, req *http.Request) (
 			if err != nil {
 				return nil, nil, fmt.Errorf("dial instance: %w", err)
 			}
-			pc = &pconn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}
+			pc = newPconn(c)
 		}
 		stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
 		resp, err := p.exchange(pc, o, req)
@@ -180,7 +192,9 @@ func (p *Proxy) exchange(pc *pconn, o *outgoing, req *http.Request) (*http.Respo
 		return nil, fmt.Errorf("send request to instance: %w", err)
 	}
 	for {
+		pc.lr.N = maxResponseHead
 		resp, err := http.ReadResponse(pc.br, req)
+		pc.lr.N = math.MaxInt64 // the body streams, as long as it is
 		if err != nil {
 			return nil, fmt.Errorf("read instance response: %w", err)
 		}

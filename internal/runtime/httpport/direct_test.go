@@ -191,3 +191,41 @@ func TestDirectSkipsInformational(t *testing.T) {
 		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestDirectBoundsResponseHead: an instance answering with a header
+// without end gets its client a 502, not a server buffering it.
+func TestDirectBoundsResponseHead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sent := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Endless: ")
+		chunk := strings.Repeat("a", 64<<10)
+		for err == nil && n < 64<<20 {
+			var m int
+			m, err = io.WriteString(c, chunk)
+			n += m
+		}
+		sent <- n
+	}()
+	front, _ := proxyTo(t, ln.Addr().String())
+	resp, _ := get(t, front.Client(), "GET", front.URL+"/", nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", resp.StatusCode)
+	}
+	if n := <-sent; n >= 64<<20 {
+		t.Errorf("the proxy took %d bytes of one header line", n)
+	}
+}

@@ -80,10 +80,11 @@ func New(cfg Config) *Proxy {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return p.dial(ctx)
 		},
-		MaxIdleConns:        idle,
-		MaxIdleConnsPerHost: idle,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		MaxIdleConns:           idle,
+		MaxIdleConnsPerHost:    idle,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxResponseHead,
 	}
 	p.rp = httputil.ReverseProxy{
 		Rewrite:       rewrite,

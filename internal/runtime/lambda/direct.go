@@ -2,6 +2,7 @@ package lambda
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +33,32 @@ import (
 // rconn is a runtime connection taken over from the http.Server.
 type rconn struct {
 	c  net.Conn
+	lr *io.LimitedReader // under br: bounds what one request may send
 	br *bufio.Reader
 	bw *bufio.Writer
+}
+
+// maxRequestHead bounds a request line and header fields on a taken-over
+// connection, as http.Server's default MaxHeaderBytes does: the runtime
+// is the function's code, and must not make the server buffer without end.
+const maxRequestHead = 1 << 20
+
+// newRconn takes over c, with what the http.Server had read ahead of it.
+func newRconn(c net.Conn, brw *bufio.ReadWriter) *rconn {
+	ahead, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	lr := &io.LimitedReader{R: io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), c)}
+	return &rconn{c: c, lr: lr, br: bufio.NewReader(lr), bw: brw.Writer}
+}
+
+// readRequest reads the next request on rc: its head at most
+// maxRequestHead bytes, and with its body at most maxBody more.
+func (rc *rconn) readRequest(maxBody int64) (*http.Request, error) {
+	rc.lr.N = maxRequestHead
+	req, err := http.ReadRequest(rc.br)
+	if err == nil {
+		rc.lr.N += maxBody + 64<<10 // and what the reader buffers past the body
+	}
+	return req, err
 }
 
 // maxParked bounds the connections waiting with a GET /next; a runtime has
@@ -115,7 +140,7 @@ func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (r
 		return nil, dropped, fmt.Errorf("send invocation to runtime: %w", err)
 	}
 	for {
-		req, err := http.ReadRequest(rc.br)
+		req, err := rc.readRequest(s.maxResponse)
 		if err != nil {
 			return nil, dropped, errConnLost
 		}
@@ -159,7 +184,7 @@ func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (r
 // asks for the next invocation, then parks rc.
 func (s *Server) readNext(rc *rconn) {
 	for {
-		req, err := http.ReadRequest(rc.br)
+		req, err := rc.readRequest(s.maxResponse)
 		if err != nil {
 			s.drop(rc)
 			return

@@ -197,3 +197,41 @@ func TestDirectTimeout(t *testing.T) {
 		t.Errorf("connection after the timeout: read %v, want EOF", err)
 	}
 }
+
+// TestDirectBoundsRequestHead: a runtime sending a header without end is
+// cut off (the server does not buffer it), and Invoke ends with its ctx.
+func TestDirectBoundsRequestHead(t *testing.T) {
+	s, addr := startServer(t, lambda.Config{})
+	w := dialWire(t, addr)
+	w.send(getNext)
+	if err := s.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	inv := newInvocation(`{}`)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Invoke(ctx, inv)
+		done <- err
+	}()
+	w.read()
+	_ = w.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.WriteString(w.c, "POST /2018-06-01/runtime/invocation/"+inv.ID+"/response HTTP/1.1\r\nX-Endless: ")
+	chunk := strings.Repeat("a", 64<<10)
+	sent := 0
+	for err == nil && sent < 64<<20 {
+		var n int
+		n, err = io.WriteString(w.c, chunk)
+		sent += n
+	}
+	if err == nil {
+		t.Fatalf("the server took %d bytes of one header line", sent)
+	}
+	if sent > 8<<20 {
+		t.Errorf("the server read %d bytes of one header line before closing", sent)
+	}
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("invoke = %v, want its deadline", err)
+	}
+}

@@ -362,7 +362,7 @@ func (s *Server) invocationNext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	rc := &rconn{c: c, br: brw.Reader, bw: brw.Writer}
+	rc := newRconn(c, brw)
 	if !s.track(rc) {
 		_ = c.Close()
 		return
