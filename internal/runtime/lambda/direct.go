@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"aloft/internal/fn"
@@ -69,6 +70,11 @@ const maxParked = 16
 // direct path leaves to others; the answer may still come on another
 // connection.
 var errConnLost = errors.New("runtime connection lost")
+
+// errNotRead means the runtime had closed the connection before the
+// invocation was sent on it (it left its GET /next): the invocation goes
+// to the connection it asks on next.
+var errNotRead = errors.New("runtime connection closed before the invocation")
 
 // park offers rc, whose runtime waits for the response to a GET /next, to
 // the next Invoke.
@@ -135,13 +141,17 @@ const (
 func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (res *fn.Result, next int, err error) {
 	writeNext(rc.bw, inv)
 	if err := rc.bw.Flush(); err != nil {
-		// The runtime never got inv: another connection may ask for it,
-		// but Invoke's contract is simpler: the runtime is gone.
-		return nil, dropped, fmt.Errorf("send invocation to runtime: %w", err)
+		// The runtime never got inv: it goes to the next connection that
+		// asks (if the runtime is gone, ctx ends the wait).
+		s.log.Debug("send invocation to runtime", "invocation_id", inv.ID, "error", err)
+		return nil, dropped, errNotRead
 	}
-	for {
+	for first := true; ; first = false {
 		req, err := rc.readRequest(s.maxResponse)
 		if err != nil {
+			if first && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && rc.br.Buffered() == 0 {
+				return nil, dropped, errNotRead
+			}
 			return nil, dropped, errConnLost
 		}
 		if req.Header.Get("Expect") == "100-continue" {

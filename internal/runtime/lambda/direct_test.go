@@ -235,3 +235,29 @@ func TestDirectBoundsRequestHead(t *testing.T) {
 		t.Errorf("invoke = %v, want its deadline", err)
 	}
 }
+
+// TestDirectRuntimeLeftItsConnection: a runtime that closes the connection
+// it waited on and asks again on a new one gets the invocation there.
+func TestDirectRuntimeLeftItsConnection(t *testing.T) {
+	s, addr := startServer(t, lambda.Config{})
+	w1 := dialWire(t, addr)
+	w1.send(getNext)
+	if err := s.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w1.c.Close()
+	time.Sleep(50 * time.Millisecond) // the close reaches the server
+	inv := newInvocation(`"again"`)
+	wait := startInvoke(t, s, inv)
+	time.Sleep(50 * time.Millisecond) // Invoke finds the closed connection first
+	w2 := dialWire(t, addr)
+	w2.send(getNext)
+	if resp, body := w2.read(); resp.Header.Get("Lambda-Runtime-Aws-Request-Id") != inv.ID || body != `"again"` {
+		t.Fatalf("next on the new connection: %v %q", resp.Header, body)
+	}
+	w2.send(post(inv.ID, "response", `"done"`))
+	w2.read()
+	if res, err := wait(); err != nil || string(res.Payload) != `"done"` {
+		t.Fatalf("invoke = %v, %v", res, err)
+	}
+}

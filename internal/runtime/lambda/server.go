@@ -218,44 +218,65 @@ func (s *Server) Invoke(ctx context.Context, inv *fn.Invocation) (*fn.Result, er
 	s.mu.Unlock()
 	defer s.finish()
 
-	var rc *rconn
-	select {
-	case rc = <-s.conns:
-	case <-s.failed:
-		return nil, fmt.Errorf("invoke %s: %w", inv.ID, s.initError())
-	case <-s.closed:
-		return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("invoke %s: wait for runtime: %w", inv.ID, ctx.Err())
-	}
-	res, err := s.exchange(ctx, rc, inv)
-	switch {
-	case res != nil:
-		return res, nil
-	case isClosed(s.closed):
-		return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("invoke %s: wait for response: %w", inv.ID, ctx.Err())
-	case !errors.Is(err, errConnLost):
-		return nil, fmt.Errorf("invoke %s: %w", inv.ID, err)
+	// Offer inv on a parked connection; a runtime that left it before
+	// reading anything gets inv on the connection it asks again on.
+	for {
+		var rc *rconn
+		select {
+		case rc = <-s.conns:
+		case o := <-s.results:
+			// Posted on another connection (a runtime that left the
+			// one inv was sent on, and answered on a new one).
+			if res, ok, err := s.resultOf(inv, o); ok {
+				return res, err
+			}
+			continue
+		case <-s.failed:
+			return nil, fmt.Errorf("invoke %s: %w", inv.ID, s.initError())
+		case <-s.closed:
+			return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("invoke %s: wait for runtime: %w", inv.ID, ctx.Err())
+		}
+		res, err := s.exchange(ctx, rc, inv)
+		switch {
+		case res != nil:
+			return res, nil
+		case isClosed(s.closed):
+			return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("invoke %s: wait for response: %w", inv.ID, ctx.Err())
+		case errors.Is(err, errNotRead):
+			continue
+		case !errors.Is(err, errConnLost):
+			return nil, fmt.Errorf("invoke %s: %w", inv.ID, err)
+		}
+		break
 	}
 	// The answer may come on another connection.
 	for {
 		select {
 		case o := <-s.results:
-			if o.inv != inv {
-				continue // cannot happen: finish drains; kept as a guard
+			if res, ok, err := s.resultOf(inv, o); ok {
+				return res, err
 			}
-			if o.err != nil {
-				return nil, fmt.Errorf("invoke %s: %w", inv.ID, o.err)
-			}
-			return o.res, nil
 		case <-s.closed:
 			return nil, fmt.Errorf("invoke %s: %w", inv.ID, ErrClosed)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("invoke %s: wait for response: %w", inv.ID, ctx.Err())
 		}
 	}
+}
+
+// resultOf turns o into Invoke's return when it is inv's outcome.
+func (s *Server) resultOf(inv *fn.Invocation, o outcome) (*fn.Result, bool, error) {
+	switch {
+	case o.inv != inv:
+		return nil, false, nil // cannot happen: finish drains; kept as a guard
+	case o.err != nil:
+		return nil, true, fmt.Errorf("invoke %s: %w", inv.ID, o.err)
+	}
+	return o.res, true, nil
 }
 
 // finish ends the current Invoke: later posts for it are refused and a
