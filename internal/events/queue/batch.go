@@ -220,19 +220,7 @@ func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, header
 	if v.internal != nil {
 		l.log.Warn("queue invocation", "invocation_id", id, "error", v.internal)
 	}
-	for i, it := range items {
-		if !v.failed[i] {
-			_ = it.msg.Ack()
-			if it.failures > 0 {
-				if err := l.q.attempts.Delete(ctx, l.attemptsKey(it)); err != nil {
-					l.log.Debug("delete queue message attempts", "error", err)
-				}
-			}
-			l.q.stats.succeeded.Add(1)
-			continue
-		}
-		l.retry(ctx, it, v.errorType, v.errorMessage)
-	}
+	// The record first: once the messages are settled, readers may look.
 	if v.any {
 		rec.Error = v.errorType + ": " + v.errorMessage
 		if n := count(v.failed); n < len(items) {
@@ -241,6 +229,23 @@ func (l *loop) invoke(ctx context.Context, items []*item, payload []byte, header
 		l.record(rec, records.Failed)
 	} else {
 		l.record(rec, records.Succeeded)
+	}
+	var cleared []*item
+	for i, it := range items {
+		if !v.failed[i] {
+			l.q.stats.succeeded.Add(1)
+			_ = it.msg.Ack()
+			if it.failures > 0 {
+				cleared = append(cleared, it)
+			}
+			continue
+		}
+		l.retry(ctx, it, v.errorType, v.errorMessage)
+	}
+	for _, it := range cleared { // after the acks: bookkeeping only
+		if err := l.q.attempts.Delete(ctx, l.attemptsKey(it)); err != nil {
+			l.log.Debug("delete queue message attempts", "error", err)
+		}
 	}
 	if l.log.Enabled(ctx, slog.LevelDebug) { // spares the attributes' allocations
 		l.log.Debug("queue invocation done", "invocation_id", id, "duration", rec.Duration, "error", rec.Error)
