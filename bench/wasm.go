@@ -142,6 +142,22 @@ func memoryPerInstance(ctx context.Context, module string) (int64, error) {
 		return 0, err
 	}
 	const n = 100
+	// The engine keeps the memory of up to 8 freed instances per size for
+	// reuse (resident already): take those first, so that every measured
+	// instance maps fresh memory.
+	var pooled []*wasm.Instance
+	for i := 0; i < 8; i++ {
+		inst, err := m.NewInstance(ctx, wasm.Limits{MemoryMB: 128})
+		if err != nil {
+			return 0, err
+		}
+		pooled = append(pooled, inst)
+	}
+	defer func() {
+		for _, inst := range pooled {
+			_ = inst.Close(ctx)
+		}
+	}()
 	runtime.GC()
 	before := rss()
 	var live []*wasm.Instance

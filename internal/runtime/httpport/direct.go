@@ -63,15 +63,25 @@ type conns struct {
 	closed bool
 }
 
+// get returns an idle connection the instance has not closed, or nil.
 func (cs *conns) get() *pconn {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if n := len(cs.idle); n > 0 {
+	for {
+		cs.mu.Lock()
+		n := len(cs.idle)
+		if n == 0 {
+			cs.mu.Unlock()
+			return nil
+		}
 		pc := cs.idle[n-1]
 		cs.idle = cs.idle[:n-1]
-		return pc
+		cs.mu.Unlock()
+		// Servers close idle connections (Node's after 5 s): look before
+		// sending, as http.Transport's reader would have noticed.
+		if idleOpen(pc.c) {
+			return pc
+		}
+		_ = pc.c.Close()
 	}
-	return nil
 }
 
 func (cs *conns) put(pc *pconn) {
@@ -117,8 +127,10 @@ type outgoing struct {
 }
 
 // roundTrip sends o on a kept-alive connection (a fresh one when none is
-// idle, or when a kept one turns out closed before answering) and reads
-// the response head. The caller reads the body and then calls release.
+// idle) and reads the response head. When a kept connection turns out
+// closed, o is sent again on a fresh one if that is safe: it never left,
+// or its method is idempotent (as http.Transport decides). The caller
+// reads the body and then calls release.
 func (p *Proxy) roundTrip(ctx context.Context, o *outgoing, req *http.Request) (*http.Response, *pconn, error) {
 	for attempt := 0; ; attempt++ {
 		pc := p.conns.get()
@@ -141,12 +153,27 @@ func (p *Proxy) roundTrip(ctx context.Context, o *outgoing, req *http.Request) (
 			return resp, pc, nil
 		}
 		_ = pc.c.Close()
-		// A kept connection the instance closed while idle fails before any
-		// answer; the request did not reach it, so it is safe to resend.
-		if !reused || attempt > 0 || !staleConn(err) {
+		var we *writeError
+		if !reused || attempt > 0 || !staleConn(err) || !(errors.As(err, &we) || replayable(o)) {
 			return nil, nil, err
 		}
 	}
+}
+
+// writeError is a failure to send a request: the instance did not get it
+// whole, so it did not run it.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return "send request to instance: " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// replayable reports whether o may be sent twice.
+func replayable(o *outgoing) bool {
+	switch o.method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return o.header.Get("Idempotency-Key") != "" || o.header.Get("X-Idempotency-Key") != ""
 }
 
 func cmpErr(a, b error) error {
@@ -189,7 +216,7 @@ func (p *Proxy) exchange(pc *pconn, o *outgoing, req *http.Request) (*http.Respo
 	w.WriteString("\r\n")
 	w.Write(o.body)
 	if err := w.Flush(); err != nil {
-		return nil, fmt.Errorf("send request to instance: %w", err)
+		return nil, &writeError{err}
 	}
 	for {
 		pc.lr.N = maxResponseHead
@@ -232,6 +259,12 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	resp, pc, err := p.roundTrip(r.Context(), o, r)
 	if err != nil {
 		p.badGateway(w, r, err)
+		return
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Nothing asked for an upgrade on this path.
+		p.release(pc, resp, false)
+		p.badGateway(w, r, errors.New("the instance switched protocols unasked"))
 		return
 	}
 	h := w.Header()

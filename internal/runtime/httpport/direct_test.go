@@ -229,3 +229,39 @@ func TestDirectBoundsResponseHead(t *testing.T) {
 		t.Errorf("the proxy took %d bytes of one header line", n)
 	}
 }
+
+// TestDirectNoticesClosedIdleConnection: a POST (not safe to send twice)
+// after the instance closed the idle connection still goes out once, on a
+// fresh connection.
+func TestDirectNoticesClosedIdleConnection(t *testing.T) {
+	var posts atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	s.Config.IdleTimeout = 50 * time.Millisecond // as Node closes idle connections after 5 s
+	s.Start()
+	t.Cleanup(s.Close)
+	front, dials := proxyTo(t, strings.TrimPrefix(s.URL, "http://"))
+	for i := range 3 {
+		req, _ := http.NewRequest("POST", front.URL+"/", strings.NewReader("x"))
+		resp, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("post %d: %d %q", i, resp.StatusCode, b)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	if n := posts.Load(); n != 3 {
+		t.Errorf("the instance got %d posts, want 3", n)
+	}
+	if n := dials.Load(); n != 3 {
+		t.Errorf("%d dials, want 3", n)
+	}
+}
