@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,7 +115,13 @@ func (s *Server) drop(rc *rconn) {
 // awaited elsewhere, or ctx's error.
 func (s *Server) exchange(ctx context.Context, rc *rconn, inv *fn.Invocation) (*fn.Result, error) {
 	stop := context.AfterFunc(ctx, func() { _ = rc.c.SetDeadline(time.Unix(1, 0)) })
+	s.mu.Lock()
+	s.active = rc
+	s.mu.Unlock()
 	res, next, err := s.converse(ctx, rc, inv)
+	s.mu.Lock()
+	s.active = nil
+	s.mu.Unlock()
 	if !stop() && next != parked {
 		next = dropped // the deadline is poisoned
 	}
@@ -151,6 +158,22 @@ func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (r
 		if err != nil {
 			if first && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && rc.br.Buffered() == 0 {
 				return nil, dropped, errNotRead
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				// deliver woke us: the answer came on another connection.
+				// This one stays usable if nothing of a request was read.
+				next := dropped
+				if rc.lr.N == maxRequestHead && rc.br.Buffered() == 0 && rc.c.SetReadDeadline(time.Time{}) == nil {
+					next = reused
+				}
+				select {
+				case o := <-s.results:
+					if res, ok, err := s.resultOf(inv, o); ok {
+						return res, next, err
+					}
+				default:
+				}
+				return nil, next, errConnLost
 			}
 			return nil, dropped, errConnLost
 		}

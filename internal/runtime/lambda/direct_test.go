@@ -261,3 +261,56 @@ func TestDirectRuntimeLeftItsConnection(t *testing.T) {
 		t.Fatalf("invoke = %v, %v", res, err)
 	}
 }
+
+// TestDirectAnswerOnAnotherOpenConnection: a runtime with a pool of
+// connections may post the answer on another one while the connection it
+// got the invocation on stays open and idle; Invoke returns at once, and
+// the idle connection still serves the next invocation.
+func TestDirectAnswerOnAnotherOpenConnection(t *testing.T) {
+	s, addr := startServer(t, lambda.Config{})
+	w1 := dialWire(t, addr)
+	w1.send(getNext)
+	if err := s.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	inv := newInvocation(`1`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type ret struct {
+		payload string
+		err     error
+		took    time.Duration
+	}
+	done := make(chan ret, 1)
+	start := time.Now()
+	go func() {
+		res, err := s.Invoke(ctx, inv)
+		r := ret{err: err, took: time.Since(start)}
+		if res != nil {
+			r.payload = string(res.Payload)
+		}
+		done <- r
+	}()
+	w1.read()
+	w2 := dialWire(t, addr)
+	w2.send(post(inv.ID, "response", `"via two"`))
+	if resp, _ := w2.read(); resp.StatusCode != 202 {
+		t.Fatalf("post on the second connection: %d", resp.StatusCode)
+	}
+	r := <-done
+	if r.err != nil || r.payload != `"via two"` || r.took > 10*time.Second {
+		t.Fatalf("invoke = %q, %v after %s", r.payload, r.err, r.took)
+	}
+	// The first connection, idle all along, asks for and gets the next one.
+	w1.send(getNext)
+	inv2 := newInvocation(`2`)
+	wait := startInvoke(t, s, inv2)
+	if _, body := w1.read(); body != `2` {
+		t.Fatalf("next on the first connection: %q", body)
+	}
+	w1.send(post(inv2.ID, "response", `"two"`))
+	w1.read()
+	if res, err := wait(); err != nil || string(res.Payload) != `"two"` {
+		t.Fatalf("invoke 2 = %v, %v", res, err)
+	}
+}

@@ -98,6 +98,7 @@ type Server struct {
 	lastID   string         // id of the last answered invocation
 	initErr  *InitError
 	hijacked map[*rconn]struct{}
+	active   *rconn // the connection Invoke reads, if any
 }
 
 type outcome struct {
@@ -304,6 +305,11 @@ func (s *Server) deliver(o outcome) {
 	select {
 	case s.results <- o:
 	default: // cannot happen: one outcome per invocation
+	}
+	if s.active != nil {
+		// Invoke is reading the connection it sent the invocation on,
+		// which the runtime left idle: wake it (direct.go).
+		_ = s.active.c.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
