@@ -674,6 +674,58 @@ func (iv *Invoker) code(ctx context.Context, sha string) (string, error) {
 	}
 }
 
+// CollectCode deletes this node's extracted copies of code packages that
+// used does not name (see store.CodeInUse), that no cached resolution or
+// pool of this node uses, and that were extracted more than grace ago,
+// and leftovers of extractions that stopped midway. It returns how many
+// copies it deleted.
+func (iv *Invoker) CollectCode(used map[string]bool, grace time.Duration) int {
+	ents, err := os.ReadDir(iv.codeRoot)
+	if err != nil {
+		iv.log.Warn("collect extracted code", "error", err)
+		return 0
+	}
+	live := map[string]bool{}
+	iv.mu.RLock()
+	for _, t := range iv.targets {
+		live[t.sha] = true
+	}
+	for _, pe := range iv.pools {
+		live[pe.target.sha] = true
+	}
+	iv.mu.RUnlock()
+	cutoff := time.Now().Add(-grace)
+	deleted := 0
+	for _, e := range ents {
+		name := e.Name()
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		if strings.HasPrefix(name, ".tmp-") {
+			_ = os.RemoveAll(filepath.Join(iv.codeRoot, name))
+			continue
+		}
+		if used[name] || live[name] {
+			continue
+		}
+		iv.codeMu.Lock()
+		_, extracting := iv.codeWait[name]
+		if !extracting {
+			err = os.RemoveAll(filepath.Join(iv.codeRoot, name))
+		}
+		iv.codeMu.Unlock()
+		switch {
+		case extracting:
+		case err != nil:
+			iv.log.Warn("collect extracted code", "sha256", name, "error", err)
+		default:
+			deleted++
+		}
+	}
+	return deleted
+}
+
 func (iv *Invoker) extract(ctx context.Context, sha, dir string) error {
 	tmp, err := os.MkdirTemp(iv.codeRoot, ".tmp-")
 	if err != nil {

@@ -280,6 +280,11 @@ func (s *Server) collectCode(ctx context.Context) {
 		case n > 0:
 			s.log.Info("unused code packages deleted", "count", n)
 		}
+		if used, err := s.store.CodeInUse(ctx); err == nil {
+			if n := s.invoker.CollectCode(used, codeGrace); n > 0 {
+				s.log.Info("unused extracted code deleted", "count", n)
+			}
+		}
 		t.Reset(codeCollectEvery)
 	}
 }

@@ -108,21 +108,9 @@ func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("collect code: list packages: %w", err)
 	}
-	used := map[string]bool{}
-	for _, filter := range []string{"*." + kindFunction + ".*", "*." + kindVersion + ".*.*"} {
-		entries, err := s.values(ctx, filter)
-		if err != nil {
-			return 0, fmt.Errorf("collect code: %w", err)
-		}
-		for _, e := range entries {
-			var ref struct {
-				SHA string `json:"code_sha256"`
-			}
-			if err := json.Unmarshal(e.Value(), &ref); err != nil {
-				return 0, fmt.Errorf("collect code: decode %s: %w", e.Key(), err)
-			}
-			used[ref.SHA] = true
-		}
+	used, err := s.CodeInUse(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("collect code: %w", err)
 	}
 	cutoff := time.Now().Add(-grace)
 	deleted := 0
@@ -136,4 +124,26 @@ func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, erro
 		deleted++
 	}
 	return deleted, nil
+}
+
+// CodeInUse returns the code packages a function or a published version
+// names, by sha256.
+func (s *Store) CodeInUse(ctx context.Context) (map[string]bool, error) {
+	used := map[string]bool{}
+	for _, filter := range []string{"*." + kindFunction + ".*", "*." + kindVersion + ".*.*"} {
+		entries, err := s.values(ctx, filter)
+		if err != nil {
+			return nil, fmt.Errorf("code in use: %w", err)
+		}
+		for _, e := range entries {
+			var ref struct {
+				SHA string `json:"code_sha256"`
+			}
+			if err := json.Unmarshal(e.Value(), &ref); err != nil {
+				return nil, fmt.Errorf("code in use: decode %s: %w", e.Key(), err)
+			}
+			used[ref.SHA] = true
+		}
+	}
+	return used, nil
 }
