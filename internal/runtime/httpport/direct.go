@@ -2,6 +2,7 @@ package httpport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,7 +148,7 @@ func (p *Proxy) roundTrip(ctx context.Context, o *outgoing, req *http.Request) (
 		if !stop() {
 			// ctx ended: the deadline is poisoned, and the caller gives up.
 			_ = pc.c.Close()
-			return nil, nil, cmpErr(ctx.Err(), err)
+			return nil, nil, cmp.Or(ctx.Err(), err)
 		}
 		if err == nil {
 			return resp, pc, nil
@@ -176,13 +177,6 @@ func replayable(o *outgoing) bool {
 	return o.header.Get("Idempotency-Key") != "" || o.header.Get("X-Idempotency-Key") != ""
 }
 
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // staleConn reports whether err is what a connection closed by the peer
 // while idle gives on its first use.
 func staleConn(err error) bool {
@@ -191,7 +185,7 @@ func staleConn(err error) bool {
 }
 
 // exchange writes o on pc and reads the response head, skipping
-// informational (1xx) responses, which it hands to req's trace if any.
+// informational (1xx) responses: the final one follows them.
 func (p *Proxy) exchange(pc *pconn, o *outgoing, req *http.Request) (*http.Response, error) {
 	w := pc.bw
 	w.WriteString(o.method)
