@@ -20,8 +20,9 @@ import (
 )
 
 // The direct path. A runtime long-polls GET /next and then posts its answer
-// on the same kept-alive connection (aws-lambda-go, and the Node and Python
-// bootstraps, keep one connection). Handing each invocation from Invoke to
+// on the same kept-alive connection (aws-lambda-go and the Python bootstrap
+// keep one; Node's agent keeps a few and mostly reuses the last). Handing
+// each invocation from Invoke to
 // an http.Server handler goroutine, and the answer back, costs two
 // goroutine wake-ups per invocation, which on these machines show in both
 // latency and CPU. So the handler of GET /next takes the connection over
@@ -30,7 +31,8 @@ import (
 // invocations a goroutine per connection reads the runtime's next request
 // (GET /next parks the connection again; anything else is served as the
 // http.Server would). Posts on other connections still go through the
-// http.Server and deliver their outcome as before.
+// http.Server and deliver their outcome as before; a delivery wakes the
+// Invoke that reads the connection it sent the invocation on.
 
 // rconn is a runtime connection taken over from the http.Server.
 type rconn struct {
@@ -110,9 +112,10 @@ func (s *Server) drop(rc *rconn) {
 }
 
 // exchange sends inv on rc, whose runtime waits in GET /next, and reads
-// requests until the runtime posts inv's outcome. It returns the outcome,
-// or errConnLost (rc then dropped or parked again) when the answer must be
-// awaited elsewhere, or ctx's error.
+// requests until the runtime posts inv's outcome. It returns the outcome;
+// errNotRead when the runtime had left rc (inv goes to the next
+// connection that asks); errConnLost (rc then dropped or parked again)
+// when the answer must be awaited elsewhere; or ctx's error.
 func (s *Server) exchange(ctx context.Context, rc *rconn, inv *fn.Invocation) (*fn.Result, error) {
 	stop := context.AfterFunc(ctx, func() { _ = rc.c.SetDeadline(time.Unix(1, 0)) })
 	s.mu.Lock()
