@@ -273,14 +273,14 @@ func (s *Server) collectCode(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := s.store.CollectCode(ctx, codeGrace)
+		n, used, err := s.store.CollectCode(ctx, codeGrace)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("collect unused code packages", "error", err)
 		case n > 0:
 			s.log.Info("unused code packages deleted", "count", n)
 		}
-		if used, err := s.store.CodeInUse(ctx); err == nil {
+		if used != nil {
 			if n := s.invoker.CollectCode(used, codeGrace); n > 0 {
 				s.log.Info("unused extracted code deleted", "count", n)
 			}

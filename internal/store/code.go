@@ -95,22 +95,20 @@ func (s *Store) GetCode(ctx context.Context, sha string, w io.Writer) error {
 // CollectCode deletes the code packages that no function and no published
 // version names, among those stored (or stored again by a deploy) more than
 // grace ago: a deploy stores its package before the function that names
-// it, and grace must cover that window. It returns how many it deleted.
+// it, and grace must cover that window. It returns how many it deleted and
+// the packages in use it found (see CodeInUse), for the node's own copies.
 // Nodes may run it concurrently.
-func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
+func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, map[string]bool, error) {
 	// Objects first: a package stored after this listing is not considered,
 	// and one stored before it is either named by the functions read next
 	// or old enough to go.
 	infos, err := s.obs.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("collect code: list packages: %w", err)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return 0, nil, fmt.Errorf("collect code: list packages: %w", err)
 	}
 	used, err := s.CodeInUse(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("collect code: %w", err)
+		return 0, nil, fmt.Errorf("collect code: %w", err)
 	}
 	cutoff := time.Now().Add(-grace)
 	deleted := 0
@@ -119,11 +117,11 @@ func (s *Store) CollectCode(ctx context.Context, grace time.Duration) (int, erro
 			continue
 		}
 		if err := s.obs.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return deleted, fmt.Errorf("collect code: delete %s: %w", info.Name, err)
+			return deleted, used, fmt.Errorf("collect code: delete %s: %w", info.Name, err)
 		}
 		deleted++
 	}
-	return deleted, nil
+	return deleted, used, nil
 }
 
 // CodeInUse returns the code packages a function or a published version

@@ -35,25 +35,25 @@ func TestCollectCode(t *testing.T) {
 		return err == nil
 	}
 
-	if n, err := s.CollectCode(ctx, time.Hour); err != nil || n != 0 {
+	if n, _, err := s.CollectCode(ctx, time.Hour); err != nil || n != 0 {
 		t.Fatalf("collect within the grace: %d, %v; want 0", n, err)
 	}
 	time.Sleep(150 * time.Millisecond)
 	if put("no one's code") != loose { // a deploy storing it again
 		t.Fatal("same bytes, different name")
 	}
-	if n, err := s.CollectCode(ctx, 100*time.Millisecond); err != nil || n != 0 || !exists(loose) {
+	if n, _, err := s.CollectCode(ctx, 100*time.Millisecond); err != nil || n != 0 || !exists(loose) {
 		t.Fatalf("collect after the package was stored again: %d, %v; want it kept", n, err)
 	}
 	time.Sleep(150 * time.Millisecond)
-	n, err := s.CollectCode(ctx, 100*time.Millisecond)
+	n, _, err := s.CollectCode(ctx, 100*time.Millisecond)
 	if err != nil || n != 1 {
 		t.Fatalf("collect: %d, %v; want 1", n, err)
 	}
 	if exists(loose) || !exists(fnSHA) || !exists(verSHA) {
 		t.Errorf("after collect: loose %v, function's %v, version's %v", exists(loose), exists(fnSHA), exists(verSHA))
 	}
-	if n, err := s.CollectCode(ctx, 0); err != nil || n != 0 {
+	if n, _, err := s.CollectCode(ctx, 0); err != nil || n != 0 {
 		t.Errorf("collect again: %d, %v", n, err)
 	}
 }
