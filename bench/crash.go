@@ -20,6 +20,7 @@ import (
 	"aloft/internal/archive"
 	"aloft/internal/client"
 	"aloft/internal/fn"
+	"aloft/internal/testnet"
 )
 
 // crashRow runs the real binary, accepts 5,000 async events and 5,000 queue
@@ -36,7 +37,7 @@ func crashRow(ctx context.Context, o options, work string) (row, error) {
 	if err := os.Mkdir(data, 0o711); err != nil {
 		return row{}, err
 	}
-	col, err := startCollector()
+	col, err := startCollector(o.insecure)
 	if err != nil {
 		return row{}, err
 	}
@@ -142,14 +143,28 @@ type collectorServer struct {
 	n    int
 	url  string
 	srv  *http.Server
+
+	outside *testnet.Network // nil when insecure
 }
 
-func startCollector() (*collectorServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startCollector listens on the loopback for insecure runs; sandboxed
+// functions cannot reach the host, so then it listens in an outside
+// network, where their egress links lead.
+func startCollector(insecure bool) (*collectorServer, error) {
+	var outside *testnet.Network
+	var ln net.Listener
+	var err error
+	if insecure {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	} else if outside, err = testnet.New(); err == nil {
+		if ln, err = outside.Listen(0); err != nil {
+			_ = outside.Close()
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	c := &collectorServer{seen: map[string]int{}, url: "http://" + ln.Addr().String() + "/"}
+	c := &collectorServer{seen: map[string]int{}, url: "http://" + ln.Addr().String() + "/", outside: outside}
 	c.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		c.mu.Lock()
@@ -179,7 +194,12 @@ func (c *collectorServer) missing(want []string) int {
 	return n
 }
 
-func (c *collectorServer) close() { _ = c.srv.Close() }
+func (c *collectorServer) close() {
+	_ = c.srv.Close()
+	if c.outside != nil {
+		_ = c.outside.Close()
+	}
+}
 
 // binary is an `aloft serve` process.
 type binary struct {

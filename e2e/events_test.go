@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"aloft/internal/testnet"
 )
 
 // collector is the HTTP endpoint the collector function reports each
@@ -25,13 +27,27 @@ type collector struct {
 
 func newCollector(t *testing.T) *collector {
 	c := &collector{seen: map[string][]time.Time{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		c.mu.Lock()
 		c.seen[string(b)] = append(c.seen[string(b)], time.Now())
 		c.lines = append(c.lines, string(b))
 		c.mu.Unlock()
 	}))
+	if sandboxed {
+		// Sandboxed functions cannot reach the host: listen where a
+		// function's egress link leads.
+		outside, err := testnet.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { outside.Close() })
+		srv.Listener.Close()
+		if srv.Listener, err = outside.Listen(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	c.url = srv.URL
 	return c

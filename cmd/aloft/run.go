@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"aloft/internal/cli"
 	"aloft/internal/client"
 	"aloft/internal/manifest"
+	"aloft/internal/sandbox"
 	"aloft/internal/server"
 )
 
@@ -23,6 +25,7 @@ const usage = `aloft — a self-hosted serverless platform
 Server:
   aloft serve [--addr HOST:PORT] [--data DIR] [--token T] [--nats URL] [--insecure-no-sandbox]
               [--nats-listen HOST:PORT] [--retry-base 10s] [--catch-up 1h] [--max-async-payload BYTES]
+              [--egress-subnet 10.213.0.0/16]
   aloft dev [DIR]        run a local server without a token and deploy DIR/aloft.yaml (default ./examples)
 
 Client (talks to the API at --url / ALOFT_URL with --token / ALOFT_TOKEN):
@@ -81,6 +84,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsListen := fs.String("nats-listen", "", "let NATS clients (producers for subject triggers) reach the embedded NATS at `HOST:PORT`, with the API token")
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
 	prewarm := fs.Int("prewarm", 2, "empty sandboxes kept ready")
+	egress := egressFlag(fs)
 	maxPayload := fs.Int64("max-payload", 6<<20, "synchronous payload limit in bytes")
 	maxAsync := fs.Int64("max-async-payload", 1<<20, "async payload limit in bytes")
 	retryBase := fs.Duration("retry-base", 10*time.Second, "first backoff of a failed async event or queue message (doubles each attempt, up to 5m)")
@@ -107,7 +111,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NATSURL: *natsURL, NATSListen: *natsListen, Token: *token,
-		Insecure: *insecure, Prewarm: *prewarm, MaxPayload: *maxPayload, MaxAsyncPayload: *maxAsync,
+		Insecure: *insecure, Prewarm: *prewarm, EgressSubnet: *egress, MaxPayload: *maxPayload, MaxAsyncPayload: *maxAsync,
 		RetryBase: *retryBase, CatchUp: *catchUp, Logger: log})
 	if err != nil {
 		return err
@@ -122,6 +126,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runServer starts srv, calls started, and serves until ctx ends or a
 // component fails.
+// egressFlag defines --egress-subnet on fs.
+func egressFlag(fs *flag.FlagSet) *netip.Prefix {
+	p := sandbox.DefaultEgressSubnet
+	fs.Func("egress-subnet", "IPv4 `PREFIX` the egress links of functions with network: true are numbered from, a /30 each (default "+p.String()+")", func(s string) error {
+		v, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("want an IPv4 prefix such as %s", sandbox.DefaultEgressSubnet)
+		}
+		p = v
+		return nil
+	})
+	return &p
+}
+
 func runServer(ctx context.Context, srv *server.Server, started func()) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
@@ -145,6 +163,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address (loopback only: dev has no token)")
 	data := fs.String("data", filepath.Join(os.TempDir(), "aloft-dev"), "data directory")
 	insecure := fs.Bool("insecure-no-sandbox", false, "run functions as plain host processes (DANGEROUS)")
+	egress := egressFlag(fs)
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
 	}
@@ -164,7 +183,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	srv, err := server.New(server.Config{Addr: *addr, DataDir: *data, NoAuth: true,
-		Insecure: *insecure, Prewarm: 2, Logger: log})
+		Insecure: *insecure, Prewarm: 2, EgressSubnet: *egress, Logger: log})
 	if err != nil {
 		return err
 	}

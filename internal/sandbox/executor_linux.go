@@ -31,6 +31,7 @@ type Executor struct {
 	log *slog.Logger
 	lay layout
 	cg  *cgroupLayout // nil when Insecure
+	eg  *egress       // nil when Insecure
 
 	spawnc      chan spawnReq
 	quit        chan struct{} // closed by Close
@@ -99,6 +100,12 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.StateDir == "" && !cfg.Insecure {
 		errs = append(errs, errors.New("state dir: required"))
 	}
+	if !cfg.EgressSubnet.IsValid() {
+		cfg.EgressSubnet = DefaultEgressSubnet
+	}
+	if err := CheckEgressSubnet(cfg.EgressSubnet); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new sandbox executor: %w", err)
 	}
@@ -124,6 +131,7 @@ func New(cfg Config) (*Executor, error) {
 		if e.cg, err = newCgroupLayout(); err != nil {
 			return nil, fmt.Errorf("new sandbox executor: %w", err)
 		}
+		e.eg = newEgress(cfg.EgressSubnet)
 	}
 	go e.spawner()
 	return e, nil
@@ -171,7 +179,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	<-retry.C
 	for {
 		for !e.cfg.Insecure && len(e.warm) < e.cfg.Prewarm {
-			i, err := e.prepare("warm-"+strconv.FormatUint(e.seq.Add(1), 10), false)
+			i, err := e.prepare("warm-" + strconv.FormatUint(e.seq.Add(1), 10))
 			if errors.Is(err, ErrClosed) {
 				return nil
 			}
@@ -276,16 +284,19 @@ func (e *Executor) Start(ctx context.Context, spec Spec) (*Instance, error) {
 			return nil, fmt.Errorf("start %s: mount: %w", spec.ID, err)
 		}
 	}
-	var i *Instance
-	if !spec.Network {
-		i = e.takeWarm(spec.ID)
-	}
+	i := e.takeWarm(spec.ID)
 	if i == nil {
-		if i, err = e.prepare(spec.ID, spec.Network); err != nil {
+		if i, err = e.prepare(spec.ID); err != nil {
 			return nil, fmt.Errorf("start %s: %w", spec.ID, err)
 		}
 	}
-	if err := i.run(ctx, spec); err != nil {
+	if spec.Network {
+		err = i.connect()
+	}
+	if err == nil {
+		err = i.run(ctx, spec)
+	}
+	if err != nil {
 		i.Kill()
 		<-i.done
 		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
@@ -349,7 +360,7 @@ func (e *Executor) forget(i *Instance) {
 
 // prepare starts a sandbox up to the point where its init waits for the
 // spec: namespaces, cgroup, base root, loopback and listener are ready.
-func (e *Executor) prepare(name string, network bool) (*Instance, error) {
+func (e *Executor) prepare(name string) (*Instance, error) {
 	cg, err := e.cg.create(name)
 	if err != nil {
 		return nil, err
@@ -360,10 +371,7 @@ func (e *Executor) prepare(name string, network bool) (*Instance, error) {
 		_ = cg.remove()
 		return nil, err
 	}
-	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS)
-	if !network {
-		flags |= unix.CLONE_NEWNET
-	}
+	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET)
 	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: e.cfg.UIDBase, Size: idRange}}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
@@ -408,7 +416,7 @@ func (e *Executor) prepare(name string, network bool) (*Instance, error) {
 		_ = cg.remove()
 		return nil, err
 	}
-	if err := i.setup(network, len(tasks)); err != nil {
+	if err := i.setup(len(tasks)); err != nil {
 		i.Kill()
 		<-i.done
 		return nil, err
@@ -446,31 +454,29 @@ func (e *Executor) launch(i *Instance, cmd *exec.Cmd, childEnds ...*os.File) err
 
 // setup finishes a prepared sandbox: loopback and listener in its network
 // namespace, and the layout for its init.
-func (i *Instance) setup(network bool, tasksFDs int) error {
-	if !network {
-		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", i.proc.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open instance netns: %w", err)
-		}
-		i.mu.Lock()
-		i.nsFD = fd
-		i.mu.Unlock()
-		var ln net.Listener
-		err = inNetns(fd, func() error {
-			if err := loopbackUp(); err != nil {
-				return err
-			}
-			var err error
-			ln, err = net.Listen("tcp", listenAddr)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		i.mu.Lock()
-		i.ln = ln
-		i.mu.Unlock()
+func (i *Instance) setup(tasksFDs int) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", i.proc.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open instance netns: %w", err)
 	}
+	i.mu.Lock()
+	i.nsFD = fd
+	i.mu.Unlock()
+	var ln net.Listener
+	err = inNetns(fd, func() error {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+		var err error
+		ln, err = net.Listen("tcp", listenAddr)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	i.mu.Lock()
+	i.ln = ln
+	i.mu.Unlock()
 	lay := i.e.lay
 	lay.TasksFDs = tasksFDs
 	if err := json.NewEncoder(i.specW).Encode(lay); err != nil {

@@ -40,7 +40,8 @@ type Instance struct {
 
 	mu        sync.Mutex
 	proc      *os.Process
-	nsFD      int // the instance's netns, -1 when it shares the host's
+	nsFD      int         // the instance's netns, -1 when Insecure
+	link      *egressLink // nil unless Spec.Network
 	ln        net.Listener
 	killed    bool
 	exited    bool
@@ -174,6 +175,21 @@ func (i *Instance) rename(id string) error {
 	return nil
 }
 
+// connect gives the instance its egress link.
+func (i *Instance) connect() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exited {
+		return errors.New("sandbox exited before start")
+	}
+	l, err := i.e.eg.attach(i.nsFD)
+	if err != nil {
+		return err
+	}
+	i.link = l
+	return nil
+}
+
 // run hands a prepared sandbox its spec and waits until the function was
 // exec'ed.
 func (i *Instance) run(ctx context.Context, spec Spec) error {
@@ -181,32 +197,17 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 		return err
 	}
 	add := map[string]string{}
-	i.mu.Lock()
-	private := i.nsFD >= 0
-	ln := i.ln
-	i.mu.Unlock()
-	switch {
-	case spec.ListenEnv != "" && private:
+	if spec.ListenEnv != "" {
 		add[spec.ListenEnv] = listenAddr
-	case spec.ListenEnv != "":
-		hl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
-		i.setListener(hl)
-		add[spec.ListenEnv] = hl.Addr().String()
-	case ln != nil:
-		i.setListener(nil)
-		_ = ln.Close()
+	} else {
+		i.mu.Lock()
+		ln := i.ln
+		i.ln = nil
+		i.mu.Unlock()
+		closeListener(ln)
 	}
 	if spec.PortEnv != "" {
 		i.port = privatePort
-		if !private {
-			var err error
-			if i.port, err = freePort(); err != nil {
-				return err
-			}
-		}
 		add[spec.PortEnv] = strconv.Itoa(i.port)
 	}
 	if err := i.stream(spec); err != nil {
@@ -258,12 +259,6 @@ func (i *Instance) awaitReady(ctx context.Context) error {
 	return nil
 }
 
-func (i *Instance) setListener(ln net.Listener) {
-	i.mu.Lock()
-	i.ln = ln
-	i.mu.Unlock()
-}
-
 // stream starts copying the function's output to the spec's writers.
 func (i *Instance) stream(spec Spec) error {
 	i.mu.Lock()
@@ -302,8 +297,8 @@ func (i *Instance) reap() {
 	i.mu.Lock()
 	i.exited = true
 	streaming := i.streaming
-	ln, nsFD := i.ln, i.nsFD
-	i.nsFD = -1
+	ln, nsFD, link := i.ln, i.nsFD, i.link
+	i.nsFD, i.link = -1, nil
 	i.mu.Unlock()
 	if !streaming {
 		closeFiles(i.outR, i.errR)
@@ -318,6 +313,9 @@ func (i *Instance) reap() {
 	}
 	if nsFD >= 0 {
 		_ = unix.Close(nsFD)
+	}
+	if link != nil {
+		i.e.eg.detach(link)
 	}
 	i.exit = exitStatus(i.cmd.ProcessState)
 	if i.cg != nil {

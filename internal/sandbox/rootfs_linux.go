@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ var etcBinds = []string{"/etc/ssl/certs", "/etc/ca-certificates"}
 
 // etcCopies are host files copied into the minimal /etc (symlinks are
 // re-created): nothing secret, all needed by common runtimes.
-var etcCopies = []string{"/etc/resolv.conf", "/etc/localtime", "/etc/ld.so.cache", "/etc/ssl/openssl.cnf"}
+var etcCopies = []string{"/etc/localtime", "/etc/ld.so.cache", "/etc/ssl/openssl.cnf"}
 
 // rootEntry is one top-level entry of the sandbox root.
 type rootEntry struct {
@@ -100,7 +101,7 @@ func writeEtc(dir string) error {
 		"group":         fmt.Sprintf("root:x:0:\nsbx_user:x:%d:\nnogroup:x:65534:\n", sandboxUID),
 		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
-		"resolv.conf":   "",
+		"resolv.conf":   string(resolvConf("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")),
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -133,6 +134,43 @@ func writeEtc(dir string) error {
 		}
 	}
 	return nil
+}
+
+// resolvConf returns the resolver configuration instances get: the host's
+// (read through a symlink: its target is often under /run, which instances
+// do not see). A resolver on the host's loopback, such as
+// systemd-resolved's stub, is unreachable from an instance's network
+// namespace; then the upstream servers in fallback are used when that
+// file lists some.
+func resolvConf(path, fallback string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	if onlyLoopbackResolvers(b) {
+		if u, err := os.ReadFile(fallback); err == nil && !onlyLoopbackResolvers(u) {
+			return u
+		}
+	}
+	return b
+}
+
+// onlyLoopbackResolvers reports whether conf names nameservers and all of
+// them are loopback addresses.
+func onlyLoopbackResolvers(conf []byte) bool {
+	n := 0
+	for line := range strings.Lines(string(conf)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil || !a.IsLoopback() {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // checkReachable reports an error unless every directory from / down to dir

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path"
 	"strings"
@@ -26,6 +27,29 @@ type Config struct {
 	UIDBase int
 	// Prewarm is how many prepared empty sandboxes Run keeps ready (0 = none).
 	Prewarm int
+	// EgressSubnet is the IPv4 range the links of instances with
+	// Spec.Network are numbered from, a /30 per instance; the zero value
+	// means DefaultEgressSubnet. It must not overlap the host's networks.
+	EgressSubnet netip.Prefix
+}
+
+// DefaultEgressSubnet is where instances with Spec.Network get their
+// addresses unless Config.EgressSubnet says otherwise.
+var DefaultEgressSubnet = netip.MustParsePrefix("10.213.0.0/16")
+
+// CheckEgressSubnet reports why p cannot number egress links, or nil.
+func CheckEgressSubnet(p netip.Prefix) error {
+	switch {
+	case !p.IsValid() || !p.Addr().Is4():
+		return fmt.Errorf("egress subnet %s: want an IPv4 prefix such as %s", p, DefaultEgressSubnet)
+	case p.Bits() < 8 || p.Bits() > 30:
+		return fmt.Errorf("egress subnet %s: want a prefix length between /8 and /30", p)
+	case p.Masked() != p:
+		return fmt.Errorf("egress subnet %s: host bits set, did you mean %s?", p, p.Masked())
+	case p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast():
+		return fmt.Errorf("egress subnet %s: loopback, link-local and multicast ranges cannot be routed", p)
+	}
+	return nil
 }
 
 // Mount is an extra read-only bind mount of host path Source at Target
@@ -44,8 +68,11 @@ type Spec struct {
 	PidsMax  int      // default 256
 	CPUs     float64  // CPU quota in cores, 0 = none
 	TmpMB    int      // size cap of the tmpfs at /tmp (default 512)
-	// Network true shares the host network namespace (egress allowed);
-	// false gives a private network namespace with only its own loopback.
+	// Every instance has a private network namespace. Without Network it
+	// holds only its own loopback; with Network it also gets an egress
+	// link: a route to the outside world through the host (masqueraded),
+	// but not to the host itself, its loopback, link-local addresses or
+	// other instances.
 	Network bool
 	// ListenEnv, if set, names an env var set to the "host:port" of a TCP
 	// listener the function can reach; Instance.Listener returns it.

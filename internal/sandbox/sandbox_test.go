@@ -12,10 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"aloft/internal/testnet"
 )
 
 var (
@@ -330,30 +333,100 @@ func TestSeccompProgramAssembles(t *testing.T) {
 
 func TestNetworkIsolation(t *testing.T) {
 	e := newExecutor(t, Config{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	outside, err := testnet.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	t.Cleanup(func() { outside.Close() })
+	// A service on the internet, one on the host's loopback and one on
+	// every host address.
+	remote := make(chan string, 8)
+	serve := func(ln net.Listener) string {
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	listen := func(addr string) net.Listener {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	oln, err := outside.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	internet := serve(oln)
+	loopback := serve(listen("127.0.0.1:0"))
+	_, anyPort, _ := net.SplitHostPort(serve(listen(":0")))
+	hostOnLink := net.JoinHostPort(outside.HostAddr.String(), anyPort)
+
+	// Another instance with network access, serving on its egress address.
+	other := probeSpec("serve")
+	other.PortEnv, other.Network = "PORT", true
+	inst, err := e.Start(context.Background(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		inst.Kill()
+		waitDone(t, inst)
+	}()
+	httpViaDial(t, inst)
+	_, otherAddr := e.eg.addrs(inst.link.block)
+	neighbour := net.JoinHostPort(otherAddr.String(), strconv.Itoa(privatePort))
+
+	for _, tc := range []struct {
+		name    string
+		network bool
+		addr    string
+		want    string // "connected" or a part of the error
+	}{
+		{"private to host loopback", false, loopback, "connection refused"},
+		{"private to internet", false, internet, "network is unreachable"},
+		{"network to internet", true, internet, "connected"},
+		{"network to host loopback", true, loopback, "connection refused"},
+		{"network to host address", true, hostOnLink, "no route to host"},
+		{"network to another instance", true, neighbour, "no route to host"},
+		{"network to link-local metadata", true, "169.254.169.254:80", "no route to host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := probeSpec("connect", tc.addr)
+			spec.Network = tc.network
+			r := runOnce(t, e, spec)
+			if tc.want == "connected" {
+				if r.exit.Code != 0 || r.stdout != "connected\n" {
+					t.Fatalf("%s, %q %q", r.exit, r.stdout, r.stderr)
+				}
+				if got := <-remote; got != outside.HostAddr.String() {
+					t.Errorf("the outside saw the connection come from %s, want the host's masquerading address %s", got, outside.HostAddr)
+				}
 				return
 			}
-			c.Close()
-		}
-	}()
-	spec := probeSpec("connect", ln.Addr().String())
-	r := runOnce(t, e, spec)
-	if r.exit.Code != 1 || !strings.Contains(r.stderr, "connection refused") {
-		t.Errorf("private netns reached the host: %s, %q %q", r.exit, r.stdout, r.stderr)
+			if r.exit.Code != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("want an error with %q: %s, %q %q", tc.want, r.exit, r.stdout, r.stderr)
+			}
+		})
 	}
-	spec = probeSpec("connect", ln.Addr().String())
-	spec.Network = true
-	r = runOnce(t, e, spec)
-	if r.exit.Code != 0 || r.stdout != "connected\n" {
-		t.Errorf("Network=true could not reach the host: %s, %q %q", r.exit, r.stdout, r.stderr)
+	select {
+	case addr := <-remote:
+		t.Errorf("a refused connection reached a listener (from %s)", addr)
+	default:
+	}
+	// The host cannot open connections into an instance either.
+	if c, err := net.DialTimeout("tcp", neighbour, 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the host connected to an instance's egress address")
 	}
 }
 
@@ -696,5 +769,40 @@ func TestHammer(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stub := write("stub", "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n")
+	upstream := write("upstream", "nameserver 192.0.2.53\nnameserver 2001:db8::53\n")
+	plain := write("plain", "nameserver 198.51.100.53\nnameserver 127.0.0.1\n")
+	loopbackOnly := write("loopback", "nameserver ::1\n")
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(stub, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, fallback, want string
+	}{
+		{"stub resolver: upstream servers", stub, upstream, "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"},
+		{"read through a symlink", link, upstream, "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"},
+		{"some reachable: kept as is", plain, upstream, "nameserver 198.51.100.53\nnameserver 127.0.0.1\n"},
+		{"no fallback file: kept", stub, filepath.Join(dir, "missing"), "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"},
+		{"fallback no better: kept", stub, loopbackOnly, "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"},
+		{"no resolv.conf: empty", filepath.Join(dir, "missing"), upstream, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(resolvConf(tc.path, tc.fallback)); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,9 @@ type Config struct {
 	Insecure bool
 	// Prewarm is how many empty sandboxes to keep ready (default 2).
 	Prewarm int
+	// EgressSubnet numbers the egress links of functions with network
+	// access (zero: sandbox.DefaultEgressSubnet).
+	EgressSubnet netip.Prefix
 	// MaxPayload bounds synchronous payloads (default 6 MB).
 	MaxPayload int64
 	// QueueWait bounds how long a request waits for an instance.
@@ -90,6 +94,11 @@ func (c *Config) Validate() error {
 		ip := net.ParseIP(host)
 		if err != nil || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
 			errs = append(errs, fmt.Errorf("a NATS listener without a token is only allowed on a loopback address, not %q", c.NATSListen))
+		}
+	}
+	if c.EgressSubnet.IsValid() {
+		if err := sandbox.CheckEgressSubnet(c.EgressSubnet); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.Prewarm < 0 || c.Prewarm > 64 {
@@ -164,10 +173,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.log.Warn("RUNNING WITHOUT A SANDBOX: functions run as host processes with the server's privileges (--insecure-no-sandbox); never do this with code you do not trust")
 	}
 	s.executor, err = sandbox.New(sandbox.Config{
-		StateDir: filepath.Join(dir, "sandbox"),
-		Logger:   s.log.With("component", "sandbox"),
-		Insecure: s.cfg.Insecure,
-		Prewarm:  s.cfg.Prewarm,
+		StateDir:     filepath.Join(dir, "sandbox"),
+		Logger:       s.log.With("component", "sandbox"),
+		Insecure:     s.cfg.Insecure,
+		Prewarm:      s.cfg.Prewarm,
+		EgressSubnet: s.cfg.EgressSubnet,
 	})
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (run as root, or pass --insecure-no-sandbox to run functions unsandboxed)", err)
