@@ -12,7 +12,7 @@ import (
 // benchStart starts the probe (which exits at once) b.N times and waits for
 // each to be Done; it reports the mean time until Start returned (the
 // function exec'ed) as start-ms.
-func benchStart(b *testing.B, e *Executor, beforeEach func()) {
+func benchStart(b *testing.B, e *Executor, network bool, beforeEach func()) {
 	var startTotal time.Duration
 	n := 0
 	for b.Loop() {
@@ -22,6 +22,7 @@ func benchStart(b *testing.B, e *Executor, beforeEach func()) {
 			b.StartTimer()
 		}
 		spec := probeSpec("exit", "0")
+		spec.Network = network
 		t0 := time.Now()
 		inst, err := e.Start(context.Background(), spec)
 		if err != nil {
@@ -39,10 +40,16 @@ func benchStart(b *testing.B, e *Executor, beforeEach func()) {
 
 func BenchmarkStartCold(b *testing.B) {
 	e := newExecutor(b, Config{})
-	benchStart(b, e, nil)
+	benchStart(b, e, false, nil)
 }
 
 func BenchmarkStartPrewarmed(b *testing.B) {
+	for _, network := range []bool{false, true} {
+		b.Run(fmt.Sprintf("network=%v", network), func(b *testing.B) { benchPrewarmed(b, network) })
+	}
+}
+
+func benchPrewarmed(b *testing.B, network bool) {
 	e := newExecutor(b, Config{Prewarm: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
@@ -51,14 +58,14 @@ func BenchmarkStartPrewarmed(b *testing.B) {
 		cancel()
 		<-runDone
 	}()
-	benchStart(b, e, func() {
-		waitFor(b, "a prepared sandbox", func() bool { return len(e.warm) == 1 })
+	benchStart(b, e, network, func() {
+		waitFor(b, "a prepared sandbox", func() bool { return len(e.warm) == 1 && (!e.wantNet.Load() || len(e.warmNet) == 1) })
 	})
 }
 
 func BenchmarkStartInsecure(b *testing.B) {
 	e := newExecutor(b, Config{Insecure: true})
-	benchStart(b, e, nil)
+	benchStart(b, e, false, nil)
 }
 
 func ExampleExitStatus_String() {

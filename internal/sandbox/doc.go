@@ -1,8 +1,9 @@
 // Package sandbox is Aloft's native executor: it starts and stops one
 // sandboxed function instance.
 //
-// Each instance gets new user, pid, mount, ipc and uts namespaces (and, unless
-// Spec.Network, a network namespace with nothing but its own loopback), a
+// Each instance gets new user, pid, mount, ipc, uts and network namespaces
+// (the network one holds only its own loopback, plus with Spec.Network an
+// egress link routed and masqueraded by the host), a
 // read-only root built from the host's system directories plus a minimal /etc,
 // its code read-only at /var/task, a fresh /proc, a size-capped tmpfs at /tmp,
 // memory/pids/cpu limits through cgroups (v1 or v2), a seccomp deny-list, no

@@ -132,7 +132,7 @@ func (g *egress) configure(l *egressLink, nsFD int) error {
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return fmt.Errorf("bring host side up: %w", err)
 	}
-	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD), unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open instance netns: %w", err)
 	}

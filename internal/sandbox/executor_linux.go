@@ -42,10 +42,12 @@ type Executor struct {
 	closed bool
 	live   map[*Instance]struct{}
 
-	warm   chan *Instance // prepared sandboxes (private network)
-	refill chan struct{}
-	wg     sync.WaitGroup // reapers
-	seq    atomic.Uint64
+	warm    chan *Instance // prepared sandboxes
+	warmNet chan *Instance // prepared sandboxes with an egress link
+	wantNet atomic.Bool    // an instance with Spec.Network was started: fill warmNet
+	refill  chan struct{}
+	wg      sync.WaitGroup // reapers
+	seq     atomic.Uint64
 }
 
 var supported = sync.OnceValue(checkSupported)
@@ -117,6 +119,7 @@ func New(cfg Config) (*Executor, error) {
 		spawnerDone: make(chan struct{}),
 		live:        map[*Instance]struct{}{},
 		warm:        make(chan *Instance, cfg.Prewarm),
+		warmNet:     make(chan *Instance, min(cfg.Prewarm, 1)),
 		refill:      make(chan struct{}, 1),
 	}
 	if !cfg.Insecure {
@@ -170,34 +173,21 @@ func (e *Executor) spawn(cmd *exec.Cmd) error {
 }
 
 // Run keeps Config.Prewarm prepared sandboxes ready until ctx is done or the
-// executor is closed, then kills the prepared ones and returns nil. Call it
-// once.
+// executor is closed, then kills the prepared ones and returns nil. Once an
+// instance with Spec.Network was started, it also keeps one prepared sandbox
+// with its egress link attached. Call it once.
 func (e *Executor) Run(ctx context.Context) error {
 	defer e.drainWarm()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	<-retry.C
 	for {
-		for !e.cfg.Insecure && len(e.warm) < e.cfg.Prewarm {
-			i, err := e.prepare("warm-" + strconv.FormatUint(e.seq.Add(1), 10))
-			if errors.Is(err, ErrClosed) {
+		if err := e.fill(ctx); err != nil {
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
-			if err == nil {
-				if err = i.awaitReady(ctx); err != nil {
-					i.Kill()
-					<-i.done
-				}
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				e.log.Warn("prepare sandbox", "error", err)
-				retry.Reset(time.Second)
-				break
-			}
-			e.warm <- i // only Run sends, and there is room
+			e.log.Warn("prepare sandbox", "error", err)
+			retry.Reset(time.Second)
 		}
 		select {
 		case <-ctx.Done():
@@ -223,30 +213,66 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 }
 
+// fill prepares sandboxes until both pools are full. Only Run sends to the
+// pools, so there is room for what it prepares.
+func (e *Executor) fill(ctx context.Context) error {
+	if e.cfg.Insecure {
+		return nil
+	}
+	for len(e.warm) < cap(e.warm) {
+		i, err := e.prepareWarm(ctx, false)
+		if err != nil {
+			return err
+		}
+		e.warm <- i
+	}
+	for e.wantNet.Load() && len(e.warmNet) < cap(e.warmNet) {
+		i, err := e.prepareWarm(ctx, true)
+		if err != nil {
+			return err
+		}
+		e.warmNet <- i
+	}
+	return nil
+}
+
+// prepareWarm prepares a sandbox, with an egress link if network, and
+// waits until its init is ready.
+func (e *Executor) prepareWarm(ctx context.Context, network bool) (*Instance, error) {
+	i, err := e.prepare("warm-" + strconv.FormatUint(e.seq.Add(1), 10))
+	if err != nil {
+		return nil, err
+	}
+	if err = i.awaitReady(ctx); err == nil && network {
+		err = i.connect()
+	}
+	if err != nil {
+		i.Kill()
+		<-i.done
+		return nil, err
+	}
+	return i, nil
+}
+
 // refillDelay is how long a refill waits while prepared sandboxes remain.
 const refillDelay = 25 * time.Millisecond
 
 func (e *Executor) drainWarm() {
-	for {
-		select {
-		case i := <-e.warm:
+	for _, pool := range []chan *Instance{e.warm, e.warmNet} {
+		for len(pool) > 0 {
+			i := <-pool
 			i.Kill()
 			<-i.done
-		default:
-			return
 		}
 	}
 }
 
-// takeWarm returns a prepared sandbox renamed to id, or nil.
-func (e *Executor) takeWarm(id string) *Instance {
+// takeWarm returns a sandbox from pool renamed to id, or nil.
+func (e *Executor) takeWarm(pool chan *Instance, id string) *Instance {
 	for {
 		select {
-		case i := <-e.warm:
-			select {
-			case e.refill <- struct{}{}:
-			default:
-			}
+		case i := <-pool:
+			e.wakeRun()
 			if err := i.rename(id); err != nil {
 				e.log.Debug("rename prepared sandbox", "instance", id, "error", err)
 				i.Kill()
@@ -256,6 +282,14 @@ func (e *Executor) takeWarm(id string) *Instance {
 		default:
 			return nil
 		}
+	}
+}
+
+// wakeRun asks Run to refill the pools.
+func (e *Executor) wakeRun() {
+	select {
+	case e.refill <- struct{}{}:
+	default:
 	}
 }
 
@@ -284,13 +318,22 @@ func (e *Executor) Start(ctx context.Context, spec Spec) (*Instance, error) {
 			return nil, fmt.Errorf("start %s: mount: %w", spec.ID, err)
 		}
 	}
-	i := e.takeWarm(spec.ID)
+	var i *Instance
+	if spec.Network {
+		if !e.wantNet.Swap(true) {
+			e.wakeRun()
+		}
+		i = e.takeWarm(e.warmNet, spec.ID)
+	}
+	if i == nil {
+		i = e.takeWarm(e.warm, spec.ID)
+	}
 	if i == nil {
 		if i, err = e.prepare(spec.ID); err != nil {
 			return nil, fmt.Errorf("start %s: %w", spec.ID, err)
 		}
 	}
-	if spec.Network {
+	if spec.Network && !i.connected() {
 		err = i.connect()
 	}
 	if err == nil {

@@ -190,6 +190,13 @@ func (i *Instance) connect() error {
 	return nil
 }
 
+// connected reports whether the instance has its egress link.
+func (i *Instance) connected() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.link != nil
+}
+
 // run hands a prepared sandbox its spec and waits until the function was
 // exec'ed.
 func (i *Instance) run(ctx context.Context, spec Spec) error {
@@ -314,9 +321,6 @@ func (i *Instance) reap() {
 	if nsFD >= 0 {
 		_ = unix.Close(nsFD)
 	}
-	if link != nil {
-		i.e.eg.detach(link)
-	}
 	i.exit = exitStatus(i.cmd.ProcessState)
 	if i.cg != nil {
 		i.exit.OOMKilled = i.cg.oomKills() > 0
@@ -326,6 +330,11 @@ func (i *Instance) reap() {
 		}
 	}
 	close(i.done)
+	// Deleting a veth waits for the network stack to quiesce: after Done,
+	// before the executor forgets the instance.
+	if link != nil {
+		i.e.eg.detach(link)
+	}
 }
 
 func exitStatus(ps *os.ProcessState) ExitStatus {

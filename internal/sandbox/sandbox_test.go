@@ -676,11 +676,52 @@ func TestPrewarm(t *testing.T) {
 	if got := out.String(); got != "event: {\"hello\":\"world\"}\n" {
 		t.Errorf("prewarmed runtime api: %s %q", inst.Exit(), got)
 	}
+	// The first instance with network access starts a pool of sandboxes
+	// with their egress link attached; the next one comes from it.
+	outside, err := testnet.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+	ln, err := outside.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for n := range 2 {
+		if n == 1 {
+			waitFor(t, "a prepared sandbox with a link", func() bool { return len(e.warmNet) == 1 })
+		}
+		var pooled *Instance
+		select {
+		case pooled = <-e.warmNet:
+			e.warmNet <- pooled
+		default:
+		}
+		spec = probeSpec("connect", ln.Addr().String())
+		spec.Network = true
+		r := runOnce(t, e, spec)
+		if r.exit.Code != 0 || r.stdout != "connected\n" {
+			t.Errorf("network instance %d: %s: %q %q", n, r.exit, r.stdout, r.stderr)
+		}
+		if (r.inst == pooled) != (n == 1) {
+			t.Errorf("network instance %d: from the pool %v, want %v", n, r.inst == pooled, n == 1)
+		}
+	}
 	cancel()
 	if err := <-runDone; err != nil {
 		t.Errorf("run: %v", err)
 	}
-	if n := len(e.warm); n != 0 {
+	if n := len(e.warm) + len(e.warmNet); n != 0 {
 		t.Errorf("%d prepared sandboxes left after Run returned", n)
 	}
 }

@@ -122,7 +122,7 @@ func (n *Network) configure() error {
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return err
 	}
-	h, err := netlink.NewHandleAt(n.ns)
+	h, err := netlink.NewHandleAt(n.ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
