@@ -229,6 +229,8 @@ func (e *Executor) fill(ctx context.Context) error {
 	for e.wantNet.Load() && len(e.warmNet) < cap(e.warmNet) {
 		i, err := e.prepareWarm(ctx, true)
 		if err != nil {
+			// Try again at the next network start, not every second.
+			e.wantNet.Store(false)
 			return err
 		}
 		e.warmNet <- i
@@ -259,10 +261,14 @@ const refillDelay = 25 * time.Millisecond
 
 func (e *Executor) drainWarm() {
 	for _, pool := range []chan *Instance{e.warm, e.warmNet} {
-		for len(pool) > 0 {
-			i := <-pool
-			i.Kill()
-			<-i.done
+		for drained := false; !drained; {
+			select {
+			case i := <-pool:
+				i.Kill()
+				<-i.done
+			default:
+				drained = true
+			}
 		}
 	}
 }

@@ -342,17 +342,7 @@ func TestNetworkIsolation(t *testing.T) {
 	// every host address.
 	remote := make(chan string, 8)
 	serve := func(ln net.Listener) string {
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-				c.Close()
-			}
-		}()
+		acceptAll(t, ln, remote)
 		return ln.Addr().String()
 	}
 	listen := func(addr string) net.Listener {
@@ -428,6 +418,24 @@ func TestNetworkIsolation(t *testing.T) {
 		c.Close()
 		t.Errorf("the host connected to an instance's egress address")
 	}
+}
+
+// acceptAll accepts and closes connections on ln until it is closed (at
+// t's cleanup), sending each peer's IP address to seen unless seen is nil.
+func acceptAll(t testing.TB, ln net.Listener, seen chan<- string) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if seen != nil {
+				seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			}
+			c.Close()
+		}
+	}()
 }
 
 func TestMemoryLimitOOM(t *testing.T) {
@@ -687,16 +695,7 @@ func TestPrewarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	acceptAll(t, ln, nil)
 	for n := range 2 {
 		if n == 1 {
 			waitFor(t, "a prepared sandbox with a link", func() bool { return len(e.warmNet) == 1 })
