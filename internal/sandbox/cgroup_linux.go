@@ -226,11 +226,16 @@ func (l *cgroupLayout) remove() error {
 // cgroup is one instance's cgroup (one dir per v1 hierarchy, or one v2 dir).
 type cgroup struct {
 	l    *cgroupLayout
+	name string
 	dirs map[string]string
+
+	set       limits // written so far
+	swapOff   bool   // swap turned off (v2 memory.swap.max, v1 swappiness)
+	periodSet bool   // v1 cpu.cfs_period_us written
 }
 
 func (l *cgroupLayout) create(name string) (*cgroup, error) {
-	cg := &cgroup{l: l, dirs: map[string]string{}}
+	cg := &cgroup{l: l, name: name, dirs: map[string]string{}}
 	for key, parent := range l.parents {
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -279,44 +284,99 @@ func (cg *cgroup) openTasks() ([]*os.File, error) {
 	return fs, nil
 }
 
-// setLimits writes the spec's memory, pids and cpu limits.
-func (cg *cgroup) setLimits(s Spec) error {
+// limits are a cgroup's memory, pids and cpu limits; zero fields are no
+// limit, as in a new cgroup.
+type limits struct {
+	memoryMB int
+	pids     int
+	cpus     float64
+}
+
+func limitsOf(s Spec) limits { return limits{memoryMB: s.MemoryMB, pids: s.PidsMax, cpus: s.CPUs} }
+
+// cpuPeriod is the CFS period: short periods keep throttling pauses short.
+const cpuPeriod = 20000 // µs
+
+// setLimits writes the limits that differ from those already set. A
+// prepared sandbox's cgroup is preset with the last instance's limits, so
+// an instance like it starts without a single write.
+func (cg *cgroup) setLimits(want limits) error {
+	have := cg.set
+	if want == have {
+		return nil
+	}
 	var errs []error
-	add := func(err error) {
-		if err != nil {
+	write := func(ctl, file, v string) {
+		if err := writeFile(cg.file(ctl, file), v); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	period := 20000 // 20 ms: short periods keep throttling pauses short
+	unlimited := "max"
+	if !cg.l.v2 {
+		unlimited = "-1"
+	}
+	mem := unlimited
+	if want.memoryMB > 0 {
+		mem = strconv.Itoa(want.memoryMB << 20)
+	}
+	pids := "max"
+	if want.pids > 0 {
+		pids = strconv.Itoa(want.pids)
+	}
+	quota := unlimited
+	if want.cpus > 0 {
+		quota = strconv.Itoa(int(want.cpus * cpuPeriod))
+	}
 	if cg.l.v2 {
-		if s.MemoryMB > 0 {
-			add(writeFile(cg.file("", "memory.max"), strconv.Itoa(s.MemoryMB<<20)))
-			if _, err := os.Stat(cg.file("", "memory.swap.max")); err == nil {
-				add(writeFile(cg.file("", "memory.swap.max"), "0"))
+		if want.memoryMB != have.memoryMB {
+			write("", "memory.max", mem)
+			if want.memoryMB > 0 && !cg.swapOff {
+				if _, err := os.Stat(cg.file("", "memory.swap.max")); err == nil {
+					write("", "memory.swap.max", "0")
+				}
+				cg.swapOff = true
 			}
 		}
-		add(writeFile(cg.file("", "pids.max"), strconv.Itoa(s.PidsMax)))
-		if s.CPUs > 0 {
-			add(writeFile(cg.file("", "cpu.max"), fmt.Sprintf("%d %d", int(s.CPUs*float64(period)), period)))
+		if want.pids != have.pids {
+			write("", "pids.max", pids)
+		}
+		if want.cpus != have.cpus {
+			write("", "cpu.max", quota+" "+strconv.Itoa(cpuPeriod))
 		}
 	} else {
-		if s.MemoryMB > 0 {
-			add(writeFile(cg.file("memory", "memory.limit_in_bytes"), strconv.Itoa(s.MemoryMB<<20)))
-			if cg.l.memsw {
-				add(writeFile(cg.file("memory", "memory.memsw.limit_in_bytes"), strconv.Itoa(s.MemoryMB<<20)))
-			} else {
-				add(writeFile(cg.file("memory", "memory.swappiness"), "0"))
+		switch {
+		case want.memoryMB == have.memoryMB:
+		case cg.l.memsw:
+			// memory.limit_in_bytes may never exceed memory.memsw.limit_in_bytes:
+			// raise the latter first, lower the former first.
+			files := []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}
+			if want.memoryMB == 0 || have.memoryMB != 0 && want.memoryMB > have.memoryMB {
+				files[0], files[1] = files[1], files[0]
+			}
+			write("memory", files[0], mem)
+			write("memory", files[1], mem)
+		default:
+			write("memory", "memory.limit_in_bytes", mem)
+			if !cg.swapOff {
+				write("memory", "memory.swappiness", "0")
+				cg.swapOff = true
 			}
 		}
-		add(writeFile(cg.file("pids", "pids.max"), strconv.Itoa(s.PidsMax)))
-		if s.CPUs > 0 {
-			add(writeFile(cg.file("cpu", "cpu.cfs_period_us"), strconv.Itoa(period)))
-			add(writeFile(cg.file("cpu", "cpu.cfs_quota_us"), strconv.Itoa(int(s.CPUs*float64(period)))))
+		if want.pids != have.pids {
+			write("pids", "pids.max", pids)
+		}
+		if want.cpus != have.cpus {
+			if !cg.periodSet {
+				write("cpu", "cpu.cfs_period_us", strconv.Itoa(cpuPeriod))
+				cg.periodSet = true
+			}
+			write("cpu", "cpu.cfs_quota_us", quota)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("set cgroup limits: %w", err)
 	}
+	cg.set = want
 	return nil
 }
 
@@ -370,6 +430,7 @@ func (cg *cgroup) rename(name string) error {
 		}
 		cg.dirs[key] = to
 	}
+	cg.name = name
 	return nil
 }
 

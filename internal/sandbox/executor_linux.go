@@ -42,9 +42,10 @@ type Executor struct {
 	closed bool
 	live   map[*Instance]struct{}
 
-	warm    chan *Instance // prepared sandboxes
-	warmNet chan *Instance // prepared sandboxes with an egress link
-	wantNet atomic.Bool    // an instance with Spec.Network was started: fill warmNet
+	warm    chan *Instance         // prepared sandboxes
+	warmNet chan *Instance         // prepared sandboxes with an egress link
+	wantNet atomic.Bool            // an instance with Spec.Network was started: fill warmNet
+	preset  atomic.Pointer[limits] // the last instance's: prepared sandboxes get them
 	refill  chan struct{}
 	wg      sync.WaitGroup // reapers
 	seq     atomic.Uint64
@@ -245,7 +246,13 @@ func (e *Executor) prepareWarm(ctx context.Context, network bool) (*Instance, er
 	if err != nil {
 		return nil, err
 	}
-	if err = i.awaitReady(ctx); err == nil && network {
+	if p := e.preset.Load(); p != nil {
+		err = i.presetLimits(*p)
+	}
+	if err == nil {
+		err = i.awaitReady(ctx)
+	}
+	if err == nil && network {
 		err = i.connect()
 	}
 	if err != nil {
@@ -324,6 +331,9 @@ func (e *Executor) Start(ctx context.Context, spec Spec) (*Instance, error) {
 			return nil, fmt.Errorf("start %s: mount: %w", spec.ID, err)
 		}
 	}
+	// Before taking a sandbox: the refill that taking wakes presets these.
+	l := limitsOf(spec)
+	e.preset.Store(&l)
 	var i *Instance
 	if spec.Network {
 		if !e.wantNet.Swap(true) {
@@ -350,6 +360,7 @@ func (e *Executor) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		<-i.done
 		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
 	}
+
 	return i, nil
 }
 

@@ -161,18 +161,36 @@ func (i *Instance) Dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// rename gives a prepared sandbox its instance id.
+// rename gives a prepared sandbox its instance id; run renames its cgroup.
 func (i *Instance) rename(id string) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.exited {
 		return errors.New("prepared sandbox exited")
 	}
-	if err := i.cg.rename(id); err != nil {
-		return err
-	}
 	i.id = id
 	return nil
+}
+
+// renameCgroup names the cgroup after the instance. run calls it while the
+// init sets up the root, off the start's critical path; a failure only
+// leaves the prepared sandbox's name.
+func (i *Instance) renameCgroup() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exited || i.cg.name == i.id {
+		return
+	}
+	if err := i.cg.rename(i.id); err != nil {
+		i.e.log.Debug("rename cgroup", "instance", i.id, "error", err)
+	}
+}
+
+// presetLimits sets a prepared sandbox's cgroup limits ahead of its spec.
+func (i *Instance) presetLimits(l limits) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.cg.setLimits(l)
 }
 
 // connect gives the instance its egress link.
@@ -200,7 +218,7 @@ func (i *Instance) connected() bool {
 // run hands a prepared sandbox its spec and waits until the function was
 // exec'ed.
 func (i *Instance) run(ctx context.Context, spec Spec) error {
-	if err := i.cg.setLimits(spec); err != nil {
+	if err := i.cg.setLimits(limitsOf(spec)); err != nil {
 		return err
 	}
 	add := map[string]string{}
@@ -227,6 +245,7 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("send spec: %w", err)
 	}
+	i.renameCgroup()
 	stop := context.AfterFunc(ctx, func() { _ = i.statusR.SetReadDeadline(time.Unix(1, 0)) })
 	msg, err := io.ReadAll(i.statusR)
 	stop()

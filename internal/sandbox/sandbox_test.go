@@ -668,6 +668,11 @@ func TestPrewarm(t *testing.T) {
 	if r.exit.Code != 0 || !strings.Contains(r.stdout, "hostname="+spec.ID) || !strings.Contains(r.stdout, "uid=1000") {
 		t.Errorf("prewarmed: %s: %q %q", r.exit, r.stdout, r.stderr)
 	}
+	for _, dir := range r.inst.cg.dirs {
+		if filepath.Base(dir) != spec.ID {
+			t.Errorf("prewarmed: cgroup %s not named after the instance %s", dir, spec.ID)
+		}
+	}
 	waitFor(t, "the pool to refill", func() bool { return len(e.warm) == 2 })
 	// A prepared sandbox also serves the runtime API listener and limits.
 	spec = probeSpec("runtimeapi")
@@ -844,5 +849,88 @@ func TestResolvConf(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPresetLimits starts instances with limits that go up, down, on and
+// off, each from a sandbox preset with the previous one's limits, and reads
+// the cgroup files while each runs.
+func TestPresetLimits(t *testing.T) {
+	e := newExecutor(t, Config{Prewarm: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runDone
+	}()
+	read := func(cg *cgroup, ctl, name string) string {
+		b, err := os.ReadFile(cg.file(ctl, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	// check compares the cgroup's files with l; unlimited memory reads as
+	// "max" (v2) or a huge number (v1).
+	check := func(what string, cg *cgroup, l limits) {
+		t.Helper()
+		mem, pids, cpu := "", "", ""
+		if e.cg.v2 {
+			mem, pids, cpu = read(cg, "", "memory.max"), read(cg, "", "pids.max"), read(cg, "", "cpu.max")
+		} else {
+			mem, pids, cpu = read(cg, "memory", "memory.limit_in_bytes"), read(cg, "pids", "pids.max"), read(cg, "cpu", "cpu.cfs_quota_us")
+			if e.cg.memsw {
+				if sw := read(cg, "memory", "memory.memsw.limit_in_bytes"); sw != mem {
+					t.Errorf("%s: memsw %s, memory %s", what, sw, mem)
+				}
+			}
+		}
+		if n, err := strconv.ParseInt(mem, 10, 64); l.memoryMB == 0 && mem != "max" && (err != nil || n < 1<<60) ||
+			l.memoryMB > 0 && (err != nil || n != int64(l.memoryMB)<<20) {
+			t.Errorf("%s: memory limit %s, want %d MB", what, mem, l.memoryMB)
+		}
+		if want := strconv.Itoa(l.pids); pids != want {
+			t.Errorf("%s: pids.max %s, want %s", what, pids, want)
+		}
+		quota := "max"
+		if !e.cg.v2 {
+			quota = "-1"
+		}
+		if l.cpus > 0 {
+			quota = strconv.Itoa(int(l.cpus * cpuPeriod))
+		}
+		if !strings.HasPrefix(cpu, quota) {
+			t.Errorf("%s: cpu quota %s, want %s", what, cpu, quota)
+		}
+	}
+	var prev *limits
+	for n, l := range []limits{
+		{memoryMB: 256, pids: 100, cpus: 1},
+		{memoryMB: 128, pids: 256},            // lower memory, cpu off
+		{memoryMB: 512, pids: 256, cpus: 2},   // raise memory, cpu on
+		{pids: 50, cpus: 0.5},                 // memory off
+		{memoryMB: 192, pids: 256, cpus: 1.5}, // memory on again
+		{memoryMB: 192, pids: 256, cpus: 1.5}, // the same: no write at all
+	} {
+		waitFor(t, "a prepared sandbox", func() bool { return len(e.warm) == 1 })
+		if prev != nil {
+			warm := <-e.warm
+			if warm.cg.set != *prev {
+				t.Errorf("instance %d: prepared sandbox preset with %+v, want the last instance's %+v", n, warm.cg.set, *prev)
+			}
+			check(fmt.Sprintf("prepared sandbox %d", n), warm.cg, *prev)
+			e.warm <- warm
+		}
+		spec := probeSpec("sleep")
+		spec.MemoryMB, spec.PidsMax, spec.CPUs = l.memoryMB, l.pids, l.cpus
+		inst, err := e.Start(context.Background(), spec)
+		if err != nil {
+			t.Fatalf("instance %d: %v", n, err)
+		}
+		check(fmt.Sprintf("instance %d", n), inst.cg, l)
+		inst.Kill()
+		waitDone(t, inst)
+		prev = &l
 	}
 }
