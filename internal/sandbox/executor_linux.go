@@ -78,6 +78,11 @@ func checkSupported() error {
 	if !seccomp.Supported() {
 		errs = append(errs, errors.New("kernel lacks seccomp filters"))
 	}
+	if fd, err := openTree("/"); err != nil {
+		errs = append(errs, fmt.Errorf("kernel lacks the mount API (open_tree, mount_setattr: Linux 5.12): %w", err))
+	} else {
+		_ = unix.Close(fd)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("native sandbox unsupported: %w", err)
 	}
@@ -555,15 +560,20 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// pipes are an instance's four pipes.
+// pipes are an instance's four channels: three pipes, and for the spec a
+// Unix socket, which also carries the mounts handed to the init.
 type pipes struct {
 	specR, specW, statusR, statusW, outR, outW, errR, errW *os.File
 }
 
 func newPipes() (*pipes, error) {
 	var p pipes
-	var err error
-	pairs := [][2]**os.File{{&p.specR, &p.specW}, {&p.statusR, &p.statusW}, {&p.outR, &p.outW}, {&p.errR, &p.errW}}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create spec socket: %w", err)
+	}
+	p.specR, p.specW = os.NewFile(uintptr(fds[1]), "spec"), os.NewFile(uintptr(fds[0]), "spec")
+	pairs := [][2]**os.File{{&p.statusR, &p.statusW}, {&p.outR, &p.outW}, {&p.errR, &p.errW}}
 	for _, pr := range pairs {
 		if *pr[0], *pr[1], err = os.Pipe(); err != nil {
 			p.closeAll()

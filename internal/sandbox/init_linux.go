@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,24 +19,28 @@ const initArg = "__aloft_sandbox_init__"
 
 // File descriptors the executor hands the init.
 const (
-	specFD   = 3 // read: layout, then runSpec, as JSON
-	statusFD = 4 // write: readyByte after the base root is built, then an error message or EOF at exec
+	specFD   = 3 // a Unix socket: the layout as JSON; then treesByte carrying the mounts, and the runSpec as JSON
+	statusFD = 4 // write: readyByte once the root is built and entered, then an error message or EOF at exec
 	// 5...: cgroup v1 tasks files, see cgroup.openTasks
 )
+
+// treesByte is the byte on the spec socket that carries the detached mount
+// trees of a start: the code, then Spec.Mounts in order.
+const treesByte = 'T'
 
 // readyByte is what the init writes on the status pipe once it waits for
 // the run spec.
 const readyByte = 'R'
 
-// runSpec is the second message on the spec pipe: what the instance runs.
+// runSpec is the last message on the spec socket: what the instance runs.
+// The mounts' sources arrive as trees; only their targets are used.
 type runSpec struct {
-	ID      string
-	CodeDir string
-	Mounts  []Mount
-	Argv    []string
-	Env     []string
-	Dir     string
-	TmpMB   int
+	ID     string
+	Mounts []Mount
+	Argv   []string
+	Env    []string
+	Dir    string
+	TmpMB  int
 }
 
 // MaybeRunInit runs the sandbox init if this process was started as one and
@@ -70,6 +75,9 @@ func runInit() error {
 	if err := mountBase(l); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
+	if err := enterRoot(l.Root); err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
 	filter, err := seccompProgram()
 	if err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
@@ -80,15 +88,16 @@ func runInit() error {
 	if _, err := unix.Write(statusFD, []byte{readyByte}); err != nil {
 		return fmt.Errorf("sandbox init: report ready: %w", err)
 	}
+	trees, err := recvTrees()
+	if err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
 	var s runSpec
-	if err := dec.Decode(&s); err != nil {
+	if err := json.NewDecoder(io.MultiReader(dec.Buffered(), specf)).Decode(&s); err != nil {
 		return fmt.Errorf("sandbox init: read spec: %w", err)
 	}
 	_ = specf.Close()
-	if err := mountTask(l.Root, s); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
-	}
-	if err := enterRoot(l.Root); err != nil {
+	if err := mountTask(s, trees); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := unix.Sethostname([]byte(s.ID)); err != nil {
@@ -237,21 +246,52 @@ func mkTarget(dst string, dir bool) error {
 	return f.Close()
 }
 
-// mountTask adds the code, the extra mounts and /tmp, then makes the root
-// read-only.
-func mountTask(root string, s runSpec) error {
-	if err := bindRO(s.CodeDir, root+taskDir, true); err != nil {
-		return err
+// recvTrees reads treesByte and the mount trees it carries.
+func recvTrees() ([]int, error) {
+	var b [1]byte
+	oob := make([]byte, unix.CmsgSpace(4*maxTrees))
+	n, oobn, flags, _, err := unix.Recvmsg(specFD, b[:], oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil || n != 1 || b[0] != treesByte {
+		return nil, fmt.Errorf("read mounts: got %q, %v", b[:n], err)
 	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		return nil, fmt.Errorf("read mounts: more than %d", maxTrees)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("read mounts: %d control messages, %v", len(msgs), err)
+	}
+	return unix.ParseUnixRights(&msgs[0])
+}
+
+// mountTask attaches the code at /var/task and the extra mounts (trees:
+// detached read-only mounts the executor made, in that order), mounts /tmp
+// and makes the root read-only.
+func mountTask(s runSpec, trees []int) error {
+	if len(trees) != 1+len(s.Mounts) {
+		return fmt.Errorf("got %d mounts for %d targets", len(trees), 1+len(s.Mounts))
+	}
+	targets := []string{taskDir}
 	for _, m := range s.Mounts {
-		if err := bindRO(m.Source, root+m.Target, true); err != nil {
+		targets = append(targets, m.Target)
+	}
+	for n, fd := range trees {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("mount %s: %w", targets[n], err)
+		}
+		if err := mkTarget(targets[n], st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
 			return err
 		}
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, targets[n], unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("mount %s: %w", targets[n], err)
+		}
+		_ = unix.Close(fd)
 	}
-	if err := unix.Mount("tmpfs", root+"/tmp", "tmpfs", tmpFlags, fmt.Sprintf("size=%dm,mode=1777", s.TmpMB)); err != nil {
+	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", tmpFlags, fmt.Sprintf("size=%dm,mode=1777", s.TmpMB)); err != nil {
 		return fmt.Errorf("mount /tmp: %w", err)
 	}
-	if err := unix.Mount("", root, "", unix.MS_REMOUNT|roFlags, ""); err != nil {
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|roFlags, ""); err != nil {
 		return fmt.Errorf("remount root read-only: %w", err)
 	}
 	return nil

@@ -238,7 +238,18 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	if err := i.stream(spec); err != nil {
 		return err
 	}
-	rs := runSpec{ID: i.id, CodeDir: spec.CodeDir, Mounts: spec.Mounts, Argv: spec.Argv,
+	// The trees go only to an init that has read its layout and waits:
+	// a read of the layout could otherwise take the byte that carries
+	// them, and drop them.
+	if !i.ready.Load() {
+		if err := i.awaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	if err := i.sendTrees(spec); err != nil {
+		return err
+	}
+	rs := runSpec{ID: i.id, Mounts: spec.Mounts, Argv: spec.Argv,
 		Env: buildEnv(spec.Env, add), Dir: spec.Dir, TmpMB: spec.TmpMB}
 	err := json.NewEncoder(i.specW).Encode(rs)
 	_ = i.specW.Close()
@@ -250,20 +261,13 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	msg, err := io.ReadAll(i.statusR)
 	stop()
 	_ = i.statusR.Close()
-	if i.ready.Load() {
-		msg = append([]byte{readyByte}, msg...)
-	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
 		return fmt.Errorf("read sandbox status: %w", err)
-	case len(msg) == 0:
-		return errors.New("sandbox init exited")
-	case msg[0] != readyByte:
+	case len(msg) > 0:
 		return errors.New(string(msg))
-	case len(msg) > 1:
-		return errors.New(string(msg[1:]))
 	}
 	return nil
 }
@@ -283,6 +287,59 @@ func (i *Instance) awaitReady(ctx context.Context) error {
 	}
 	i.ready.Store(true)
 	return nil
+}
+
+// sendTrees hands the init the code and the extra mounts as detached
+// read-only mount trees. The init's root is already built and entered, so
+// attaching them is all that is left of the mounts at a start.
+func (i *Instance) sendTrees(spec Spec) error {
+	srcs := []string{spec.CodeDir}
+	for _, m := range spec.Mounts {
+		srcs = append(srcs, m.Source)
+	}
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+	}()
+	for _, src := range srcs {
+		fd, err := openTree(src)
+		if err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	conn, err := i.specW.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("send mounts: %w", err)
+	}
+	var serr error
+	if err := conn.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), []byte{treesByte}, unix.UnixRights(fds...), nil, 0)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return fmt.Errorf("send mounts: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("send mounts: %w", serr)
+	}
+	return nil
+}
+
+// openTree returns a detached, read-only, nosuid, nodev copy of the mount
+// tree at path (open_tree and mount_setattr: Linux 5.12).
+func openTree(path string) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("mount %s: %w", path, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		_ = unix.Close(fd)
+		return -1, fmt.Errorf("make mount of %s read-only: %w", path, err)
+	}
+	return fd, nil
 }
 
 // stream starts copying the function's output to the spec's writers.

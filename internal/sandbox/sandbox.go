@@ -104,6 +104,7 @@ const (
 	idRange     = 65536
 	listenAddr  = "127.0.0.1:9001" // the ListenEnv listener inside a private netns
 	privatePort = 8080             // the PortEnv port inside a private netns
+	maxTrees    = 16               // mounts handed to the init at a start: the code and Spec.Mounts
 )
 
 // ExitStatus is how an instance ended.
@@ -138,6 +139,9 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if len(s.Argv) == 0 || !path.IsAbs(s.Argv[0]) {
 		errs = append(errs, errors.New("argv: argv[0] must be an absolute path"))
+	}
+	if len(s.Mounts) > maxTrees-1 {
+		errs = append(errs, fmt.Errorf("mounts: %d, at most %d", len(s.Mounts), maxTrees-1))
 	}
 	for _, m := range s.Mounts {
 		if !path.IsAbs(m.Source) || !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || reservedTarget(m.Target) {
