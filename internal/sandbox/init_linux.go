@@ -78,8 +78,11 @@ func runInit() error {
 	if err := enterRoot(l.Root); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
-	filter, err := seccompProgram()
+	prepared, start, err := seccompPrograms()
 	if err != nil {
+		return fmt.Errorf("sandbox init: %w", err)
+	}
+	if err := loadSeccomp(prepared); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := dropBoundingSet(); err != nil {
@@ -114,7 +117,7 @@ func runInit() error {
 		return fmt.Errorf("sandbox init: set pdeathsig: %w", err)
 	}
 	syscall.CloseOnExec(statusFD)
-	if err := loadSeccomp(filter); err != nil {
+	if err := loadSeccomp(start); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
 	err = syscall.Exec(s.Argv[0], s.Argv, s.Env)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"slices"
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
@@ -37,27 +38,52 @@ var deniedSyscalls = []string{
 const cloneNamespaceFlags = unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWUTS |
 	unix.CLONE_NEWIPC | unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWTIME
 
-// seccompProgram assembles the sandbox filter for the running architecture.
-func seccompProgram() ([]bpf.RawInstruction, error) {
+// startSyscalls are the denied syscalls the init itself makes at a start,
+// after its prepared-time filter is loaded: a second, small filter denies
+// them just before exec. Loading a filter costs in proportion to its size,
+// so the start pays for three syscalls, not the whole list.
+var startSyscalls = []string{"mount", "move_mount", "sethostname"}
+
+// seccompPrograms assembles the sandbox's two filters for the running
+// architecture: prepared, loaded while the sandbox is prepared, denies
+// all of deniedSyscalls but startSyscalls; start denies those.
+func seccompPrograms() (prepared, start []bpf.RawInstruction, err error) {
 	info, err := arch.GetInfo("")
 	if err != nil {
-		return nil, fmt.Errorf("seccomp arch: %w", err)
+		return nil, nil, fmt.Errorf("seccomp arch: %w", err)
 	}
-	var names []string
+	var early, late []string
 	for _, n := range deniedSyscalls {
-		if _, ok := info.SyscallNames[n]; ok {
-			names = append(names, n)
+		switch _, ok := info.SyscallNames[n]; {
+		case !ok:
+		case slices.Contains(startSyscalls, n):
+			late = append(late, n)
+		default:
+			early = append(early, n)
 		}
 	}
+	if prepared, err = seccompProgram(info, early, true); err != nil {
+		return nil, nil, err
+	}
+	if start, err = seccompProgram(info, late, false); err != nil {
+		return nil, nil, err
+	}
+	return prepared, start, nil
+}
+
+// seccompProgram assembles a filter that kills syscalls of a foreign
+// architecture and answers EPERM to names, and with clone also to clone
+// with namespace flags and ENOSYS to clone3.
+func seccompProgram(info *arch.Info, names []string, clone bool) ([]bpf.RawInstruction, error) {
 	eperm := seccomp.ActionErrno | seccomp.Action(unix.EPERM)
-	groups := []seccomp.SyscallGroup{
-		{Action: eperm, Names: names},
-		{Action: eperm, NamesWithCondtions: []seccomp.NameWithConditions{{
+	groups := []seccomp.SyscallGroup{{Action: eperm, Names: names}}
+	if clone {
+		groups = append(groups, seccomp.SyscallGroup{Action: eperm, NamesWithCondtions: []seccomp.NameWithConditions{{
 			Name:       "clone",
 			Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.BitsSet, Value: cloneNamespaceFlags}},
-		}}},
+		}}})
 	}
-	if _, ok := info.SyscallNames["clone3"]; ok {
+	if _, ok := info.SyscallNames["clone3"]; ok && clone {
 		// clone3 passes its flags in memory a filter cannot read: make it
 		// look absent so libc and runtimes fall back to clone.
 		groups = append(groups, seccomp.SyscallGroup{
@@ -84,7 +110,7 @@ func seccompProgram() ([]bpf.RawInstruction, error) {
 	return raw, nil
 }
 
-// loadSeccomp sets no_new_privs and installs raw on every thread.
+// loadSeccomp sets no_new_privs and adds raw to every thread's filters.
 func loadSeccomp(raw []bpf.RawInstruction) error {
 	filter := make([]unix.SockFilter, len(raw))
 	for i, r := range raw {

@@ -188,7 +188,7 @@ func self() error {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"} {
+		for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"} {
 			if strings.HasPrefix(sc.Text(), k+":") {
 				fmt.Println(strings.Join(strings.Fields(sc.Text()), " "))
 			}
