@@ -175,6 +175,9 @@ func (g *egress) prepareHost() error {
 	if g.ready {
 		return nil
 	}
+	if err := g.checkFree(); err != nil {
+		return err
+	}
 	if err := enableForwarding(); err != nil {
 		return err
 	}
@@ -183,6 +186,59 @@ func (g *egress) prepareHost() error {
 	}
 	g.ready = true
 	return nil
+}
+
+// checkFree reports an error when the host already uses the subnet: an
+// address or a route (but the default route) overlapping it on an
+// interface that is not an egress link. The links' routes would shadow
+// those addresses.
+func (g *egress) checkFree() error {
+	names := map[int]string{}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("egress subnet: list links: %w", err)
+	}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	inUse := func(what string, p netip.Prefix, link int) error {
+		if strings.HasPrefix(names[link], egressIfPrefix) || !p.IsValid() || p.Bits() == 0 || !p.Overlaps(g.subnet) {
+			return nil
+		}
+		return fmt.Errorf("egress subnet %s is in use on this host (%s %s on %s): choose another with --egress-subnet", g.subnet, what, p, names[link])
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("egress subnet: list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if err := inUse("address", prefixOf(a.IPNet), a.LinkIndex); err != nil {
+			return err
+		}
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("egress subnet: list routes: %w", err)
+	}
+	for _, r := range routes {
+		if err := inUse("route", prefixOf(r.Dst), r.LinkIndex); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixOf converts n; a nil n is the invalid prefix.
+func prefixOf(n *net.IPNet) netip.Prefix {
+	if n == nil {
+		return netip.Prefix{}
+	}
+	a, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, bits)
 }
 
 const forwardingSysctl = "/proc/sys/net/ipv4/ip_forward"

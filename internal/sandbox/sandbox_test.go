@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -935,5 +936,31 @@ func TestPresetLimits(t *testing.T) {
 		inst.Kill()
 		waitDone(t, inst)
 		prev = &l
+	}
+}
+
+func TestEgressSubnetInUse(t *testing.T) {
+	if err := Supported(); err != nil {
+		t.Skip(err.Error())
+	}
+	outside, err := testnet.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+	used := netip.PrefixFrom(outside.HostAddr, 24).Masked()
+	err = newEgress(used).checkFree()
+	if err == nil || !strings.Contains(err.Error(), "is in use on this host") || !strings.Contains(err.Error(), "--egress-subnet") {
+		t.Errorf("subnet %s of a host link: %v", used, err)
+	}
+	if err := newEgress(DefaultEgressSubnet).checkFree(); err != nil {
+		t.Errorf("default subnet: %v", err)
+	}
+	// The executor refuses network instances on a subnet in use, and says why.
+	e := newExecutor(t, Config{EgressSubnet: used})
+	spec := probeSpec("exit", "0")
+	spec.Network = true
+	if _, err := e.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "is in use on this host") {
+		t.Errorf("start on a subnet in use: %v", err)
 	}
 }
