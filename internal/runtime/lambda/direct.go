@@ -181,7 +181,11 @@ func (s *Server) converse(ctx context.Context, rc *rconn, inv *fn.Invocation) (r
 			return nil, dropped, errConnLost
 		}
 		if req.Header.Get("Expect") == "100-continue" {
+			// Now: a client that waits for it sends its body only then.
 			_, _ = rc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if rc.bw.Flush() != nil {
+				return nil, dropped, errConnLost
+			}
 		}
 		path := req.URL.Path
 		if rest, ok := strings.CutPrefix(path, "/2018-06-01/runtime/invocation/"); ok && req.Method == http.MethodPost {
