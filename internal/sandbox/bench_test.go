@@ -50,14 +50,7 @@ func BenchmarkStartPrewarmed(b *testing.B) {
 }
 
 func benchPrewarmed(b *testing.B, network bool) {
-	e := newExecutor(b, Config{Prewarm: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-runDone
-	}()
+	e := newRunningExecutor(b, Config{Prewarm: 1})
 	benchStart(b, e, network, func() {
 		waitFor(b, "a prepared sandbox", func() bool { return len(e.warm) == 1 && (!e.wantNet.Load() || len(e.warmNet) == 1) })
 	})

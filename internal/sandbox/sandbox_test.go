@@ -110,6 +110,20 @@ var idSeq struct {
 	n int
 }
 
+// newRunningExecutor is newExecutor with Run going until the test ends.
+func newRunningExecutor(t testing.TB, cfg Config) *Executor {
+	t.Helper()
+	e := newExecutor(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+	return e
+}
+
 func probeSpec(args ...string) Spec {
 	idSeq.Lock()
 	idSeq.n++
@@ -777,14 +791,7 @@ func TestInsecure(t *testing.T) {
 }
 
 func TestHammer(t *testing.T) {
-	e := newExecutor(t, Config{Prewarm: 4})
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-runDone
-	}()
+	e := newRunningExecutor(t, Config{Prewarm: 4})
 	const n = 20
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -860,14 +867,7 @@ func TestResolvConf(t *testing.T) {
 // off, each from a sandbox preset with the previous one's limits, and reads
 // the cgroup files while each runs.
 func TestPresetLimits(t *testing.T) {
-	e := newExecutor(t, Config{Prewarm: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-runDone
-	}()
+	e := newRunningExecutor(t, Config{Prewarm: 1})
 	read := func(cg *cgroup, ctl, name string) string {
 		b, err := os.ReadFile(cg.file(ctl, name))
 		if err != nil {
