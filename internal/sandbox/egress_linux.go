@@ -126,6 +126,13 @@ func (g *egress) configure(l *egressLink, nsFD int) error {
 	if err != nil {
 		return err
 	}
+	// No IPv6 on the host side: its link-local address would let the
+	// instance reach the host's services listening on [::], which the
+	// (IPv4) firewall does not see.
+	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name+"/disable_ipv6", []byte("1\n"), 0o644)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("disable IPv6 on the host side: %w", err)
+	}
 	if err := netlink.AddrAdd(hl, &netlink.Addr{IPNet: ipNet(host, 30)}); err != nil {
 		return fmt.Errorf("address host side: %w", err)
 	}

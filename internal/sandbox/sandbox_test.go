@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"aloft/internal/testnet"
 )
 
@@ -392,6 +394,13 @@ func TestNetworkIsolation(t *testing.T) {
 	}()
 	httpViaDial(t, inst)
 	_, otherAddr := e.eg.addrs(inst.link.block)
+	// Nothing of the host is reachable over IPv6 either: its side of a
+	// link has no address at all, not even a link-local one.
+	if hl, err := netlink.LinkByName(inst.link.name); err != nil {
+		t.Error(err)
+	} else if a6, err := netlink.AddrList(hl, netlink.FAMILY_V6); err != nil || len(a6) > 0 {
+		t.Errorf("host side of an egress link has IPv6 addresses %v (%v)", a6, err)
+	}
 	neighbour := net.JoinHostPort(otherAddr.String(), strconv.Itoa(privatePort))
 
 	for _, tc := range []struct {
