@@ -20,12 +20,19 @@ import (
 )
 
 // wasmInstance is one pool slot of a wasm function. For a command module it
-// is a token: every request instantiates the compiled module afresh, so
-// nothing survives between requests. For a reactor module it holds one
-// module instance, reused one request at a time.
+// runs every request in an instance of its own, so nothing survives
+// between requests; after each it prepares the next one's instance in the
+// background (wasm.Prepared), so a request finds it instantiated. For a
+// reactor module it holds one module instance, reused one request at a
+// time.
 type wasmInstance struct {
-	mod     *wasm.Module
-	inst    *wasm.Instance // reactors only
+	mod  *wasm.Module
+	inst *wasm.Instance // reactors only
+
+	spareMu sync.Mutex
+	spare   *wasm.Prepared // commands only: the next request's instance
+	stopped bool
+
 	sink    *lineSink
 	stdout  *capture
 	stderr  *capture
@@ -51,6 +58,13 @@ func (w *wasmInstance) Stop() {
 			_ = w.inst.Close(ctx)
 			cancel()
 		}
+		w.spareMu.Lock()
+		w.stopped = true
+		if w.spare != nil {
+			w.spare.Close()
+			w.spare = nil
+		}
+		w.spareMu.Unlock()
 		close(w.done)
 	})
 }
@@ -60,7 +74,35 @@ func (w *wasmInstance) serve(ctx context.Context, rw http.ResponseWriter, r *htt
 	if w.inst != nil {
 		return w.inst.Serve(ctx, rw, r)
 	}
-	return w.mod.ServeCGI(ctx, rw, r, scriptName, w.lim)
+	w.spareMu.Lock()
+	p := w.spare
+	w.spare = nil
+	w.spareMu.Unlock()
+	if p == nil {
+		var err error
+		if p, err = w.mod.Prepare(ctx, w.lim); err != nil {
+			return err
+		}
+	}
+	err := p.ServeCGI(ctx, rw, r, scriptName)
+	go w.prepareSpare()
+	return err
+}
+
+// prepareSpare instantiates the next request's instance, unless the slot
+// stopped or has one.
+func (w *wasmInstance) prepareSpare() {
+	p, err := w.mod.Prepare(context.Background(), w.lim)
+	if err != nil {
+		return // the next request prepares its own and reports the error
+	}
+	w.spareMu.Lock()
+	defer w.spareMu.Unlock()
+	if w.stopped || w.spare != nil {
+		p.Close()
+		return
+	}
+	w.spare = p
 }
 
 // wasmModule returns t's compiled module, compiling it (from the on-disk

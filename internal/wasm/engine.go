@@ -63,6 +63,8 @@ type Engine struct {
 	mu      sync.Mutex
 	modules map[string]*entry
 	stats   CacheStats
+
+	procs procs // every instance's command line and environment
 }
 
 type entry struct {
@@ -96,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(true)
 	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
+	if err := instantiateWASI(ctx, e.rt, &e.procs); err != nil {
 		_ = e.rt.Close(ctx)
 		_ = e.cache.Close(ctx)
 		return nil, fmt.Errorf("instantiate wasi: %w", err)

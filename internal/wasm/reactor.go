@@ -52,14 +52,12 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 		stdout = io.Discard
 	}
 	cfg := m.config(lim).WithStdout(stdout).WithStartFunctions() // _initialize is called below
-	for k, v := range lim.Env {
-		cfg = cfg.WithEnv(k, v)
-	}
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
 	if err != nil {
 		mem.Free()
 		return nil, fmt.Errorf("new wasm instance: %w", runError(ctx, err, mem))
 	}
+	m.e.procs.set(mod, nil, envList(lim.Env))
 	i := &Instance{
 		m: m, mod: mod, mem: mem,
 		alloc:  mod.ExportedFunction("aloft_alloc"),
@@ -84,6 +82,7 @@ func (i *Instance) Done() <-chan struct{} { return i.done }
 func (i *Instance) Close(ctx context.Context) error {
 	var err error
 	i.closeOnce.Do(func() {
+		i.m.e.procs.drop(i.mod)
 		err = i.mod.Close(ctx)
 		i.mem.Free()
 		close(i.done)

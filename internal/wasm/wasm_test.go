@@ -229,6 +229,42 @@ func TestCommandFreshInstancePerRequest(t *testing.T) {
 	}
 }
 
+// TestPreparedAheadOfRequests prepares instances before their requests
+// exist: each then runs with its own request's CGI variables and the
+// function's environment, in a fresh state, once.
+func TestPreparedAheadOfRequests(t *testing.T) {
+	m := goCGI(t)
+	lim := Limits{Env: map[string]string{"FUNCTION_VAR": "fv"}}
+	var ps []*Prepared
+	for range 3 {
+		p, err := m.Prepare(context.Background(), lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	for i, target := range map[int]string{1: "/fn/env?k=FUNCTION_VAR", 0: "/fn/env?k=QUERY_STRING", 2: "/fn/counter"} {
+		w := httptest.NewRecorder()
+		if err := ps[i].ServeCGI(context.Background(), w, httptest.NewRequest("GET", target, nil), "/fn"); err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		want := map[int]string{1: "FUNCTION_VAR=fv", 0: "QUERY_STRING=k=QUERY_STRING", 2: "1"}[i]
+		if got := w.Body.String(); got != want {
+			t.Errorf("%s: got %q, want %q", target, got, want)
+		}
+		if err := ps[i].ServeCGI(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", target, nil), "/fn"); err == nil {
+			t.Errorf("%s: a prepared instance served twice", target)
+		}
+	}
+	// One prepared and never used is released.
+	p, err := m.Prepare(context.Background(), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p.Close()
+}
+
 func TestCommandTmpIsPrivateAndCodeDirReadOnly(t *testing.T) {
 	m := goCGI(t)
 	for range 2 {
