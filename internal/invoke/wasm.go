@@ -29,9 +29,10 @@ type wasmInstance struct {
 	mod  *wasm.Module
 	inst *wasm.Instance // reactors only
 
-	spareMu sync.Mutex
-	spare   *wasm.Prepared // commands only: the next request's instance
-	stopped bool
+	spareMu  sync.Mutex
+	spare    *wasm.Prepared // commands only: the next request's instance
+	prepared chan struct{}  // closed when the preparation in flight ends; nil if none
+	stopped  bool
 
 	sink    *lineSink
 	stdout  *capture
@@ -74,10 +75,7 @@ func (w *wasmInstance) serve(ctx context.Context, rw http.ResponseWriter, r *htt
 	if w.inst != nil {
 		return w.inst.Serve(ctx, rw, r)
 	}
-	w.spareMu.Lock()
-	p := w.spare
-	w.spare = nil
-	w.spareMu.Unlock()
+	p := w.takeSpare(ctx)
 	if p == nil {
 		var err error
 		if p, err = w.mod.Prepare(ctx, w.lim); err != nil {
@@ -85,24 +83,54 @@ func (w *wasmInstance) serve(ctx context.Context, rw http.ResponseWriter, r *htt
 		}
 	}
 	err := p.ServeCGI(ctx, rw, r, scriptName)
-	go w.prepareSpare()
+	w.spareMu.Lock()
+	if !w.stopped && w.spare == nil && w.prepared == nil {
+		w.prepared = make(chan struct{})
+		go w.prepareSpare(w.prepared)
+	}
+	w.spareMu.Unlock()
 	return err
 }
 
-// prepareSpare instantiates the next request's instance, unless the slot
-// stopped or has one.
-func (w *wasmInstance) prepareSpare() {
-	p, err := w.mod.Prepare(context.Background(), w.lim)
-	if err != nil {
-		return // the next request prepares its own and reports the error
+// takeSpare returns the prepared instance, waiting for the preparation in
+// flight if there is one (it started before this request, so it is done
+// sooner than a new one): one instance is prepared per request, even back
+// to back. nil means there is none (or ctx ended: the caller's own Prepare
+// reports that as the run would).
+func (w *wasmInstance) takeSpare(ctx context.Context) *wasm.Prepared {
+	w.spareMu.Lock()
+	p, wait := w.spare, w.prepared
+	w.spare = nil
+	w.spareMu.Unlock()
+	if p != nil || wait == nil {
+		return p
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return nil
 	}
 	w.spareMu.Lock()
+	p, w.spare = w.spare, nil
+	w.spareMu.Unlock()
+	return p
+}
+
+// prepareSpare instantiates the next request's instance and closes done.
+// A failure leaves none: the request prepares its own and reports it.
+func (w *wasmInstance) prepareSpare(done chan struct{}) {
+	p, err := w.mod.Prepare(context.Background(), w.lim)
+	w.spareMu.Lock()
 	defer w.spareMu.Unlock()
-	if w.stopped || w.spare != nil {
+	switch {
+	case err != nil:
+	case w.stopped:
 		p.Close()
-		return
+	default:
+		w.spare = p
 	}
-	w.spare = p
+	w.prepared = nil
+	close(done)
 }
 
 // wasmModule returns t's compiled module, compiling it (from the on-disk
