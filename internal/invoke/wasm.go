@@ -116,14 +116,15 @@ func (w *wasmInstance) takeSpare(ctx context.Context) *wasm.Prepared {
 	return p
 }
 
-// prepareSpare instantiates the next request's instance and closes done.
-// A failure leaves none: the request prepares its own and reports it.
+// prepareSpare instantiates the next request's instance, within the
+// module's budget of spares, and closes done. Without one, the request
+// prepares its own.
 func (w *wasmInstance) prepareSpare(done chan struct{}) {
-	p, err := w.mod.Prepare(context.Background(), w.lim)
+	p := w.mod.PrepareSpare(w.lim)
 	w.spareMu.Lock()
 	defer w.spareMu.Unlock()
 	switch {
-	case err != nil:
+	case p == nil:
 	case w.stopped:
 		p.Close()
 	default:

@@ -33,7 +33,8 @@ type Module struct {
 	key      string
 	compiled wazero.CompiledModule
 	kind     Kind
-	minPages uint32 // the initial size of its memory
+	minPages uint32       // the initial size of its memory
+	spares   atomic.Int32 // instances prepared by PrepareSpare, not yet closed
 }
 
 func newModule(e *Engine, key string, cm wazero.CompiledModule, kind Kind) *Module {
@@ -119,6 +120,7 @@ type Prepared struct {
 	out   *limitedBuffer
 	once  sync.Once
 	used  atomic.Bool
+	spare bool // counted in m.spares until closed
 }
 
 // Prepare instantiates the command module for one later ServeCGI with
@@ -146,10 +148,37 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	return p, nil
 }
 
+// maxSpares bounds the instances of one module prepared ahead by
+// PrepareSpare. A prepared Go instance keeps a few hundred kilobytes of
+// wazero's structures on the Go heap, which every garbage collection
+// scans, and spares speed up requests that come one after another, not a
+// burst, which is CPU-bound either way.
+const maxSpares = 2
+
+// PrepareSpare is Prepare for a request that is not there yet, within the
+// module's budget of maxSpares: nil when the budget is spent or preparing
+// fails (the request then prepares its own and reports the failure).
+func (m *Module) PrepareSpare(lim Limits) *Prepared {
+	if m.spares.Add(1) > maxSpares {
+		m.spares.Add(-1)
+		return nil
+	}
+	p, err := m.Prepare(context.Background(), lim)
+	if err != nil {
+		m.spares.Add(-1)
+		return nil
+	}
+	p.spare = true
+	return p
+}
+
 // Close releases a prepared instance that will not serve. It is safe to
 // call more than once and after ServeCGI.
 func (p *Prepared) Close() {
 	p.once.Do(func() {
+		if p.spare {
+			p.m.spares.Add(-1)
+		}
 		p.m.e.procs.drop(p.mod)
 		_ = p.mod.Close(context.Background())
 		p.mem.Free()
