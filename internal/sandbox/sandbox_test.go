@@ -973,3 +973,36 @@ func TestEgressSubnetInUse(t *testing.T) {
 		t.Errorf("start on a subnet in use: %v", err)
 	}
 }
+
+func TestCheckEgressSubnet(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   string // part of the error; "" for none
+	}{
+		{"10.213.0.0/16", ""},
+		{"172.30.0.0/30", ""},
+		{"100.64.0.0/10", ""},
+		{"fd00::/64", "want an IPv4 prefix"},
+		{"10.0.0.0/31", "between /8 and /30"},
+		{"10.0.0.0/7", "between /8 and /30"},
+		{"10.1.2.3/16", "did you mean 10.1.0.0/16?"},
+		{"127.0.0.0/8", "cannot be routed"},
+		{"169.254.0.0/16", "cannot be routed"},
+		{"224.0.0.0/8", "cannot be routed"},
+	} {
+		err := CheckEgressSubnet(netip.MustParsePrefix(tc.prefix))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.prefix, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error saying %q", tc.prefix, err, tc.want)
+		}
+	}
+	if err := CheckEgressSubnet(netip.Prefix{}); err == nil {
+		t.Error("the zero prefix passed")
+	}
+	if _, err := New(Config{StateDir: t.TempDir(), EgressSubnet: netip.MustParsePrefix("10.1.2.3/16")}); err == nil ||
+		!strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("New with a bad subnet: %v", err)
+	}
+}
