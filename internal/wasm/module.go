@@ -109,7 +109,7 @@ func (m *Module) ServeCGI(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 // Prepared is a command module instantiated ahead of the one request it
 // serves: its memory, tables and data are in place, and its _start has
-// not run. Preparing takes a Go module about a millisecond and a half,
+// not run. Preparing a Go module takes about 1.3 ms of CPU here,
 // which an owner can spend between requests instead of in one.
 type Prepared struct {
 	m     *Module
@@ -149,7 +149,7 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 }
 
 // maxSpares bounds the instances of one module prepared ahead by
-// PrepareSpare. A prepared Go instance keeps a few hundred kilobytes of
+// PrepareSpare. A prepared Go instance keeps about 180 KB (3,300 objects) of
 // wazero's structures on the Go heap, which every garbage collection
 // scans, and spares speed up requests that come one after another, not a
 // burst, which is CPU-bound either way.
