@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"aloft/internal/testnet"
 )
 
 // TestPlatform deploys the examples and the probe function once and drives
@@ -34,10 +36,15 @@ func TestPlatform(t *testing.T) {
 	writeManifest(t, probeDir, fmt.Sprintf(`functions:
   - name: probe
     runtime: lambda
-    source: %s
+    source: %[1]s
     memory: 128
     timeout: 2s
     scale: {max: 6, idle: 1s}
+  - name: probe-net
+    runtime: lambda
+    source: %[1]s
+    network: true
+    timeout: 10s
 `, abs(t, "testdata/probe")))
 	s.mustCLI("deploy", probeDir)
 
@@ -229,6 +236,47 @@ func TestPlatform(t *testing.T) {
 			}
 		}()
 		check(map[string]string{"op": "dial", "arg": ln.Addr().String()}, hasErr, "dialing a host loopback port must fail with network off")
+
+		// With network: the outside world, but neither the host's loopback
+		// (the API, other instances' Runtime APIs) nor the host.
+		outside, err := testnet.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outside.Close()
+		oln, err := outside.Listen(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer oln.Close()
+		go func() {
+			for {
+				c, err := oln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		checkNet := func(addr string, want func(map[string]any) bool, what string) {
+			t.Helper()
+			resp, body := s.invoke("probe-net", map[string]string{"op": "dial", "arg": addr}, "")
+			var got map[string]any
+			_ = json.Unmarshal(body, &got)
+			if resp.StatusCode != 200 || !want(got) {
+				t.Errorf("%s: %d %s", what, resp.StatusCode, body)
+			}
+		}
+		checkNet(oln.Addr().String(), func(m map[string]any) bool { return !hasErr(m) }, "dialing the outside must work with network on")
+		checkNet(ln.Addr().String(), hasErr, "dialing a host loopback port must fail with network on")
+		checkNet(strings.TrimPrefix(s.url, "http://"), hasErr, "dialing the Aloft API must fail with network on")
+		all, err := net.Listen("tcp", ":0") // every address of the host
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer all.Close()
+		_, port, _ := net.SplitHostPort(all.Addr().String())
+		checkNet(net.JoinHostPort(outside.HostAddr.String(), port), hasErr, "dialing the host's own address must fail with network on")
 		check(map[string]string{"op": "env"}, func(m map[string]any) bool {
 			uid, _ := m["uid"].(float64)
 			env, _ := m["env"].([]any)
