@@ -226,8 +226,7 @@ func (l *cgroupLayout) remove() error {
 // cgroup is one instance's cgroup (one dir per v1 hierarchy, or one v2 dir).
 type cgroup struct {
 	l    *cgroupLayout
-	name string
-	dirs map[string]string
+	dirs map[string]string // by controller; all with the cgroup's name
 
 	set       limits // written so far
 	swapOff   bool   // swap turned off (v2 memory.swap.max, v1 swappiness)
@@ -235,7 +234,7 @@ type cgroup struct {
 }
 
 func (l *cgroupLayout) create(name string) (*cgroup, error) {
-	cg := &cgroup{l: l, name: name, dirs: map[string]string{}}
+	cg := &cgroup{l: l, dirs: map[string]string{}}
 	for key, parent := range l.parents {
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -430,8 +429,15 @@ func (cg *cgroup) rename(name string) error {
 		}
 		cg.dirs[key] = to
 	}
-	cg.name = name
 	return nil
+}
+
+// name is the cgroup's name (that of all its directories).
+func (cg *cgroup) name() string {
+	for _, dir := range cg.dirs {
+		return filepath.Base(dir)
+	}
+	return ""
 }
 
 func (cg *cgroup) remove() error {

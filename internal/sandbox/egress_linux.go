@@ -55,11 +55,11 @@ type egress struct {
 	next  int
 }
 
-// egressLink is one instance's link.
-type egressLink struct {
-	block int
-	name  string // host side
-}
+// egressLink is one instance's link: a block of the subnet.
+type egressLink struct{ block int }
+
+// name is the host side's interface name.
+func (l *egressLink) name() string { return egressIfPrefix + strconv.Itoa(l.block) }
 
 func newEgress(subnet netip.Prefix) *egress {
 	return &egress{subnet: subnet, blocks: 1 << (32 - subnet.Bits() - 2), used: map[int]bool{}}
@@ -85,7 +85,7 @@ func (g *egress) attach(nsFD int) (*egressLink, error) {
 	}
 	if err := g.configure(l, nsFD); err != nil {
 		g.detach(l)
-		return nil, fmt.Errorf("egress link %s: %w", l.name, err)
+		return nil, fmt.Errorf("egress link %s: %w", l.name(), err)
 	}
 	return l, nil
 }
@@ -100,9 +100,9 @@ func (g *egress) create(nsFD int) (*egressLink, error) {
 		if g.used[b] {
 			continue
 		}
-		name := egressIfPrefix + strconv.Itoa(b)
+		l := &egressLink{block: b}
 		err := netlink.LinkAdd(&netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: name},
+			LinkAttrs:     netlink.LinkAttrs{Name: l.name()},
 			PeerName:      egressPeer,
 			PeerNamespace: netlink.NsFd(nsFD),
 		})
@@ -110,10 +110,10 @@ func (g *egress) create(nsFD int) (*egressLink, error) {
 			continue // another Aloft process holds the block
 		}
 		if err != nil {
-			return nil, fmt.Errorf("create egress link %s: %w", name, err)
+			return nil, fmt.Errorf("create egress link %s: %w", l.name(), err)
 		}
 		g.used[b] = true
-		return &egressLink{block: b, name: name}, nil
+		return l, nil
 	}
 	return nil, fmt.Errorf("egress subnet %s: all %d links in use", g.subnet, g.blocks)
 }
@@ -122,14 +122,14 @@ func (g *egress) create(nsFD int) (*egressLink, error) {
 // traffic through the host.
 func (g *egress) configure(l *egressLink, nsFD int) error {
 	host, inst := g.addrs(l.block)
-	hl, err := netlink.LinkByName(l.name)
+	hl, err := netlink.LinkByName(l.name())
 	if err != nil {
 		return err
 	}
 	// No IPv6 on the host side: its link-local address would let the
 	// instance reach the host's services listening on [::], which the
 	// (IPv4) firewall does not see.
-	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name+"/disable_ipv6", []byte("1\n"), 0o644)
+	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name()+"/disable_ipv6", []byte("1\n"), 0o644)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("disable IPv6 on the host side: %w", err)
 	}
@@ -163,7 +163,7 @@ func (g *egress) configure(l *egressLink, nsFD int) error {
 // detach deletes l's host side (if the instance's namespace has not taken
 // the pair with it already) and frees its block.
 func (g *egress) detach(l *egressLink) {
-	if hl, err := netlink.LinkByName(l.name); err == nil {
+	if hl, err := netlink.LinkByName(l.name()); err == nil {
 		_ = netlink.LinkDel(hl)
 	}
 	g.mu.Lock()

@@ -25,7 +25,7 @@ const (
 )
 
 // treesByte is the byte on the spec socket that carries the detached mount
-// trees of a start: the code, then Spec.Mounts in order.
+// trees of a start, in the order of runSpec.Targets.
 const treesByte = 'T'
 
 // readyByte is what the init writes on the status pipe once it waits for
@@ -33,14 +33,14 @@ const treesByte = 'T'
 const readyByte = 'R'
 
 // runSpec is the last message on the spec socket: what the instance runs.
-// The mounts' sources arrive as trees; only their targets are used.
+// Targets are where the trees go: /var/task, then Spec.Mounts' targets.
 type runSpec struct {
-	ID     string
-	Mounts []Mount
-	Argv   []string
-	Env    []string
-	Dir    string
-	TmpMB  int
+	ID      string
+	Targets []string
+	Argv    []string
+	Env     []string
+	Dir     string
+	TmpMB   int
 }
 
 // MaybeRunInit runs the sandbox init if this process was started as one and
@@ -267,16 +267,12 @@ func recvTrees() ([]int, error) {
 	return unix.ParseUnixRights(&msgs[0])
 }
 
-// mountTask attaches the code at /var/task and the extra mounts (trees:
-// detached read-only mounts the executor made, in that order), mounts /tmp
-// and makes the root read-only.
+// mountTask attaches trees (detached read-only mounts the executor made) at
+// s.Targets, mounts /tmp and makes the root read-only.
 func mountTask(s runSpec, trees []int) error {
-	if len(trees) != 1+len(s.Mounts) {
-		return fmt.Errorf("got %d mounts for %d targets", len(trees), 1+len(s.Mounts))
-	}
-	targets := []string{taskDir}
-	for _, m := range s.Mounts {
-		targets = append(targets, m.Target)
+	targets := s.Targets
+	if len(trees) != len(targets) {
+		return fmt.Errorf("got %d mounts for %d targets", len(trees), len(targets))
 	}
 	for n, fd := range trees {
 		var st unix.Stat_t

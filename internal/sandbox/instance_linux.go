@@ -178,7 +178,7 @@ func (i *Instance) rename(id string) error {
 func (i *Instance) renameCgroup() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.exited || i.cg.name == i.id {
+	if i.exited || i.cg.name() == i.id {
 		return
 	}
 	if err := i.cg.rename(i.id); err != nil {
@@ -249,7 +249,11 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	if err := i.sendTrees(spec); err != nil {
 		return err
 	}
-	rs := runSpec{ID: i.id, Mounts: spec.Mounts, Argv: spec.Argv,
+	var targets []string
+	for _, m := range spec.hostMounts() {
+		targets = append(targets, m.Target)
+	}
+	rs := runSpec{ID: i.id, Targets: targets, Argv: spec.Argv,
 		Env: buildEnv(spec.Env, add), Dir: spec.Dir, TmpMB: spec.TmpMB}
 	err := json.NewEncoder(i.specW).Encode(rs)
 	_ = i.specW.Close()
@@ -289,22 +293,18 @@ func (i *Instance) awaitReady(ctx context.Context) error {
 	return nil
 }
 
-// sendTrees hands the init the code and the extra mounts as detached
-// read-only mount trees. The init's root is already built and entered, so
-// attaching them is all that is left of the mounts at a start.
+// sendTrees hands the init spec's host mounts as detached read-only mount
+// trees. The init's root is already built and entered, so attaching them
+// is all that is left of the mounts at a start.
 func (i *Instance) sendTrees(spec Spec) error {
-	srcs := []string{spec.CodeDir}
-	for _, m := range spec.Mounts {
-		srcs = append(srcs, m.Source)
-	}
 	var fds []int
 	defer func() {
 		for _, fd := range fds {
 			_ = unix.Close(fd)
 		}
 	}()
-	for _, src := range srcs {
-		fd, err := openTree(src)
+	for _, m := range spec.hostMounts() {
+		fd, err := openTree(m.Source)
 		if err != nil {
 			return err
 		}
@@ -505,8 +505,7 @@ func hostEnv(spec Spec, env []string) []string {
 // hostPath maps a path inside the sandbox (/var/task/..., a mount target)
 // to the host path it stands for, for Insecure mode.
 func hostPath(spec Spec, p string) string {
-	pairs := append([]Mount{{Source: spec.CodeDir, Target: taskDir}}, spec.Mounts...)
-	for _, m := range pairs {
+	for _, m := range spec.hostMounts() {
 		if p == m.Target {
 			return m.Source
 		}

@@ -206,6 +206,12 @@ func reservedTarget(t string) bool {
 	return t == "/"
 }
 
+// hostMounts is what the instance sees of the host's files besides the
+// system directories: the code at /var/task, then Spec.Mounts.
+func (s Spec) hostMounts() []Mount {
+	return append([]Mount{{Source: s.CodeDir, Target: taskDir}}, s.Mounts...)
+}
+
 // buildEnv returns env with the entries for the names in add replaced.
 func buildEnv(env []string, add map[string]string) []string {
 	out := make([]string, 0, len(env)+len(add))

@@ -396,7 +396,7 @@ func TestNetworkIsolation(t *testing.T) {
 	_, otherAddr := e.eg.addrs(inst.link.block)
 	// Nothing of the host is reachable over IPv6 either: its side of a
 	// link has no address at all, not even a link-local one.
-	if hl, err := netlink.LinkByName(inst.link.name); err != nil {
+	if hl, err := netlink.LinkByName(inst.link.name()); err != nil {
 		t.Error(err)
 	} else if a6, err := netlink.AddrList(hl, netlink.FAMILY_V6); err != nil || len(a6) > 0 {
 		t.Errorf("host side of an egress link has IPv6 addresses %v (%v)", a6, err)
