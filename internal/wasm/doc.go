@@ -47,5 +47,8 @@
 // the random source are the host's real ones (crypto/rand). The file
 // system holds only the optional code directory, read-only at /var/task,
 // and a private, per-instance, in-memory /tmp. Linear memory is capped per
-// instance (Limits.MemoryMB); a context's deadline closes the instance.
+// instance (Limits.MemoryMB). A context's end interrupts the running code
+// (interrupt.go: every loop checks a global the host sets), and the
+// instance is closed; modules must therefore be WebAssembly 2.0, which the
+// compile-time rewrite can decode.
 package wasm

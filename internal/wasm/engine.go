@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"os"
@@ -56,6 +57,7 @@ type Engine struct {
 	log      *slog.Logger
 	cache    wazero.CompilationCache
 	cacheDir string // wazero's versioned subdirectory of Config.CacheDir, or ""
+	codeDir  string // rewritten modules (runnable), in Config.CacheDir, or ""
 	rt       wazero.Runtime
 
 	compileMu sync.Mutex // serializes compiles, so cache-file counting is exact
@@ -86,6 +88,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("open wasm compilation cache %s: %w", cfg.CacheDir, err)
 		}
 		e.cache = c
+		e.codeDir = filepath.Join(cfg.CacheDir, fmt.Sprintf("aloft-rewritten-v%d", rewriteVersion))
+		if err := os.MkdirAll(e.codeDir, 0o700); err != nil {
+			_ = c.Close(ctx)
+			return nil, fmt.Errorf("open wasm compilation cache: %w", err)
+		}
 		// wazero keeps its files in one versioned subdirectory.
 		dirs, _ := filepath.Glob(filepath.Join(cfg.CacheDir, "wazero-*"))
 		if len(dirs) == 1 {
@@ -94,9 +101,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	} else {
 		e.cache = wazero.NewCompilationCache()
 	}
-	rc := wazero.NewRuntimeConfig().
-		WithCompilationCache(e.cache).
-		WithCloseOnContextDone(true)
+	// Not WithCloseOnContextDone: calls are bounded by the module's own
+	// interrupt check (interrupt.go), at a fraction of the cost.
+	rc := wazero.NewRuntimeConfig().WithCompilationCache(e.cache)
 	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	if err := instantiateWASI(ctx, e.rt, &e.procs); err != nil {
 		_ = e.rt.Close(ctx)
@@ -208,7 +215,20 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 	e.compileMu.Lock()
 	defer e.compileMu.Unlock()
 	before := e.cacheFiles()
-	cm, err := e.rt.CompileModule(ctx, coalesceData(wasm))
+	code, kept, err := e.runnable(wasm)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := e.rt.CompileModule(ctx, code)
+	if err != nil && kept != "" {
+		// The kept rewrite is damaged: rewrite again.
+		e.log.Warn("a kept rewritten wasm module does not compile; rewriting it", "module", key, "error", err)
+		_ = os.Remove(kept)
+		if code, _, err = e.runnable(wasm); err != nil {
+			return nil, err
+		}
+		cm, err = e.rt.CompileModule(ctx, code)
+	}
 	if err != nil {
 		return nil, fn.Invalid("the code is not a valid WebAssembly module: %v", err)
 	}
@@ -227,6 +247,49 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 	e.mu.Unlock()
 	e.log.Debug("wasm module compiled", "module", key, "kind", kind.String(), "from_cache", fromCache)
 	return newModule(e, key, cm, kind), nil
+}
+
+// rewriteVersion names the rewrites runnable applies; a change to them
+// must bump it, so that no module rewritten the old way is reused.
+const rewriteVersion = 1
+
+// runnable returns the module as Aloft runs it: data coalesced
+// (coalesce.go) and loops made interruptible (interrupt.go). With an
+// on-disk cache the result is kept there by the module's sha256: a restart
+// then skips the rewrites, about 45 ms of a Go module's reload. kept is
+// the file the result was read from, if it was.
+func (e *Engine) runnable(wasm []byte) (code []byte, kept string, err error) {
+	var path string
+	if e.codeDir != "" {
+		path = filepath.Join(e.codeDir, fmt.Sprintf("%x.wasm", sha256.Sum256(wasm)))
+		if b, err := os.ReadFile(path); err == nil {
+			return b, path, nil
+		}
+	}
+	code, err = interruptible(coalesceData(wasm))
+	if err != nil {
+		return nil, "", fn.Invalid("the code is not a WebAssembly 2.0 module Aloft can run: %v", err)
+	}
+	if path != "" {
+		// Written whole or not at all: a torn file would be reused.
+		tmp, err := os.CreateTemp(e.codeDir, ".tmp-*")
+		if err == nil {
+			_, err = tmp.Write(code)
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), path)
+			}
+			if err != nil {
+				_ = os.Remove(tmp.Name())
+			}
+		}
+		if err != nil {
+			e.log.Warn("keep a rewritten wasm module on disk", "error", err)
+		}
+	}
+	return code, "", nil
 }
 
 // cacheFiles counts the entries of the on-disk cache; a compile that adds

@@ -28,15 +28,14 @@ type FunctionError struct {
 func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
 
 // runError turns the error of a call into the module into a FunctionError,
-// or returns it wrapped when the caller canceled ctx.
+// or returns it wrapped when the caller canceled ctx. ctx's end is checked
+// first: it interrupts the code (interrupt.go), which then traps.
 func runError(ctx context.Context, err error, mem *cappedMemory) error {
 	var exit *sys.ExitError
 	switch {
-	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded,
-		errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return &FunctionError{Type: ErrTimeout, Message: "the function did not finish before its timeout"}
-	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeContextCanceled,
-		errors.Is(ctx.Err(), context.Canceled):
+	case errors.Is(ctx.Err(), context.Canceled):
 		return fmt.Errorf("run wasm function: %w", context.Canceled)
 	case mem.refused.Load():
 		return &FunctionError{Type: ErrOutOfMemory, Message: fmt.Sprintf("the function needed more than its %d MB of memory", mem.limit>>20)}

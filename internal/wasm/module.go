@@ -58,7 +58,7 @@ type Limits struct {
 }
 
 // config is the module configuration common to both kinds.
-func (m *Module) config(lim Limits) wazero.ModuleConfig {
+func (m *Module) config(lim Limits, x *interrupt) wazero.ModuleConfig {
 	fsc := wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(newMemFS(tmpLimit(lim.MemoryMB)), "/tmp")
 	if lim.CodeDir != "" {
 		fsc = fsc.WithReadOnlyDirMount(lim.CodeDir, "/var/task")
@@ -71,7 +71,7 @@ func (m *Module) config(lim Limits) wazero.ModuleConfig {
 		WithName("").
 		WithSysWalltime().
 		WithSysNanotime().
-		WithSysNanosleep().
+		WithNanosleep(x.sleep).
 		WithRandSource(rand.Reader).
 		WithFSConfig(fsc).
 		WithStderr(stderr)
@@ -118,6 +118,7 @@ type Prepared struct {
 	env   map[string]string
 	stdin *bytes.Reader
 	out   *limitedBuffer
+	intr  *interrupt
 	once  sync.Once
 	used  atomic.Bool
 	spare bool // counted in m.spares until closed
@@ -137,12 +138,17 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	if err := m.checkMemory(mem); err != nil {
 		return nil, err
 	}
-	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}}
-	cfg := m.config(lim).WithStdin(p.stdin).WithStdout(p.out).WithStartFunctions() // _start runs in ServeCGI
+	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}, intr: newInterrupt()}
+	cfg := m.config(lim, p.intr).WithStdin(p.stdin).WithStdout(p.out).WithStartFunctions() // _start runs in ServeCGI
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
 	if err != nil {
 		mem.Free()
 		return nil, runError(ctx, err, mem)
+	}
+	if err := p.intr.attach(mod); err != nil {
+		_ = mod.Close(ctx)
+		mem.Free()
+		return nil, fmt.Errorf("serve cgi: %w", err)
 	}
 	p.mod = mod
 	return p, nil
@@ -202,8 +208,11 @@ func (p *Prepared) ServeCGI(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	p.stdin.Reset(body)
 	p.m.e.procs.set(p.mod, cgiArgs(r, scriptName), envList(cgiEnv(r, scriptName, len(body), p.env)))
+	stop := p.intr.during(ctx)
+	_, err = start.Call(ctx)
+	stop()
 	var exit *sys.ExitError
-	if _, err := start.Call(ctx); err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {
 		return runError(ctx, err, p.mem)
 	}
 	if p.out.over {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
-	"github.com/tetratelabs/wazero/sys"
 )
 
 // Instance is one instance of a reactor module, reused across requests by
@@ -25,6 +24,7 @@ type Instance struct {
 	m      *Module
 	mod    api.Module
 	mem    *cappedMemory
+	intr   *interrupt
 	alloc  api.Function
 	handle api.Function
 
@@ -51,21 +51,30 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 	if stdout == nil {
 		stdout = io.Discard
 	}
-	cfg := m.config(lim).WithStdout(stdout).WithStartFunctions() // _initialize is called below
+	intr := newInterrupt()
+	cfg := m.config(lim, intr).WithStdout(stdout).WithStartFunctions() // _initialize is called below
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
 	if err != nil {
 		mem.Free()
 		return nil, fmt.Errorf("new wasm instance: %w", runError(ctx, err, mem))
 	}
+	if err := intr.attach(mod); err != nil {
+		_ = mod.Close(ctx)
+		mem.Free()
+		return nil, fmt.Errorf("new wasm instance: %w", err)
+	}
 	m.e.procs.set(mod, nil, envList(lim.Env))
 	i := &Instance{
-		m: m, mod: mod, mem: mem,
+		m: m, mod: mod, mem: mem, intr: intr,
 		alloc:  mod.ExportedFunction("aloft_alloc"),
 		handle: mod.ExportedFunction("aloft_handle"),
 		done:   make(chan struct{}),
 	}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
-		if _, err := init.Call(ctx); err != nil {
+		stop := intr.during(ctx)
+		_, err := init.Call(ctx)
+		stop()
+		if err != nil {
 			_ = i.Close(ctx)
 			return nil, fmt.Errorf("new wasm instance: _initialize: %w", runError(ctx, err, mem))
 		}
@@ -141,30 +150,18 @@ func (i *Instance) Serve(ctx context.Context, w http.ResponseWriter, r *http.Req
 }
 
 // call copies req into the module and returns a copy of its response.
-//
-// The calls get a context without cancellation: given one with, wazero
-// starts a goroutine per call to watch it and wakes it at the return, two
-// thread wake-ups per call that cost more than a small handler. Instead ctx
-// ending closes the module once, through context.AfterFunc, which the
-// compiled code notices as it would wazero's own close (the runtime is
-// configured WithCloseOnContextDone, so the code checks).
+// ctx ending interrupts the code (interrupt.go), through
+// context.AfterFunc: no goroutine per call.
 func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
-	stop := context.AfterFunc(ctx, func() {
-		code := sys.ExitCodeContextCanceled
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			code = sys.ExitCodeDeadlineExceeded
-		}
-		_ = i.mod.CloseWithExitCode(context.Background(), code)
-	})
+	stop := i.intr.during(ctx)
 	defer func() {
 		if !stop() {
-			// ctx ended as the call returned: the module is being closed,
-			// so the instance serves no more.
+			// ctx ended as the call returned: the instance was
+			// interrupted and serves no more.
 			_ = i.Close(context.Background())
 		}
 	}()
-	plain := context.WithoutCancel(ctx)
-	res, err := i.alloc.Call(plain, uint64(len(req)))
+	res, err := i.alloc.Call(ctx, uint64(len(req)))
 	if err != nil {
 		return nil, runError(ctx, err, i.mem)
 	}
@@ -172,7 +169,7 @@ func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
 	if !i.mod.Memory().Write(ptr, req) {
 		return nil, &FunctionError{Type: ErrInvalidResponse, Message: fmt.Sprintf("aloft_alloc(%d) returned %#x, outside the module's memory", len(req), ptr)}
 	}
-	res, err = i.handle.Call(plain, uint64(ptr), uint64(len(req)))
+	res, err = i.handle.Call(ctx, uint64(ptr), uint64(len(req)))
 	if err != nil {
 		return nil, runError(ctx, err, i.mem)
 	}

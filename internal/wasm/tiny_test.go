@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -222,6 +223,25 @@ func TestRestartUsesDiskCache(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(second.cacheDir); len(ents) != 1 {
 		t.Errorf("cache dir %s holds %d entries, want 1", second.cacheDir, len(ents))
+	}
+	// The rewritten module is kept too; a damaged one is rewritten.
+	kept, _ := filepath.Glob(filepath.Join(second.codeDir, "*.wasm"))
+	if len(kept) != 1 {
+		t.Fatalf("kept rewrites %v, want one", kept)
+	}
+	if err := os.WriteFile(kept[0], []byte("\x00asm\x01\x00\x00\x00\x0a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third := newEngine(t, dir)
+	m = compile(t, third, wasm)
+	if st := third.CacheStats(); st != (CacheStats{FromCache: 1}) {
+		t.Errorf("third engine: %+v, want one load from the disk cache", st)
+	}
+	if err := m.ServeCGI(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/t", nil), "/t", Limits{}); err != nil {
+		t.Fatalf("serve after a damaged rewrite: %v", err)
+	}
+	if b, _ := os.ReadFile(kept[0]); len(b) < 20 {
+		t.Errorf("the damaged rewrite was not replaced: %q", b)
 	}
 }
 

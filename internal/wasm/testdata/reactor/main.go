@@ -31,6 +31,8 @@ func init() {
 			fmt.Println("to stdout")
 			fmt.Fprintln(os.Stderr, "to stderr")
 			fmt.Fprint(w, "logged")
+		case "/sleep":
+			time.Sleep(time.Hour)
 		case "/loop":
 			for {
 				counter++
