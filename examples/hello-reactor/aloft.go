@@ -12,8 +12,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -50,11 +53,9 @@ var (
 
 //go:wasmexport aloft_handle
 func aloftHandle(ptr, size int32) int64 {
-	reqReader.Reset(reqBuf[:size])
-	bufReader.Reset(&reqReader)
 	w.header, w.status = http.Header{}, 0
 	w.body.Reset()
-	req, err := http.ReadRequest(bufReader)
+	req, err := readRequest(reqBuf[:size])
 	if err != nil {
 		http.Error(&w, "bad request: "+err.Error(), http.StatusBadRequest)
 	} else {
@@ -76,7 +77,14 @@ func aloftHandle(ptr, size int32) int64 {
 	out.WriteString("\r\nContent-Length: ")
 	out.WriteString(strconv.Itoa(w.body.Len()))
 	out.WriteString("\r\n")
-	_ = w.header.Write(&out)
+	for k, vs := range w.header { // Header.Write sorts: slow in a module
+		for _, v := range vs {
+			out.WriteString(k)
+			out.WriteString(": ")
+			out.WriteString(strings.Map(noNewline, v))
+			out.WriteString("\r\n")
+		}
+	}
 	out.WriteString("\r\n")
 	out.Write(w.body.Bytes())
 	respBuf = out.Bytes()
@@ -100,4 +108,80 @@ func (w *responseWriter) WriteHeader(status int) {
 func (w *responseWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
 	return w.body.Write(b)
+}
+
+// noNewline keeps a header value on its line, as Header.Write does.
+func noNewline(r rune) rune {
+	if r == '\r' || r == '\n' {
+		return ' '
+	}
+	return r
+}
+
+// readRequest parses the request. Code runs several times slower inside a
+// module than natively, and http.ReadRequest is most of a small request's
+// time there, so the form Aloft sends (a request line, one "Key: value"
+// per header line, an exact Content-Length, the body) is parsed directly;
+// anything else goes to http.ReadRequest.
+func readRequest(b []byte) (*http.Request, error) {
+	if req := parseRequest(b); req != nil {
+		return req, nil
+	}
+	reqReader.Reset(b)
+	bufReader.Reset(&reqReader)
+	return http.ReadRequest(bufReader)
+}
+
+func parseRequest(b []byte) *http.Request {
+	line, b, ok := bytes.Cut(b, []byte("\r\n"))
+	if !ok {
+		return nil
+	}
+	method, rest, ok1 := strings.Cut(string(line), " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || proto != "HTTP/1.1" {
+		return nil
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil
+	}
+	req := &http.Request{Method: method, URL: u, Proto: proto, ProtoMajor: 1, ProtoMinor: 1,
+		Header: make(http.Header, 8), RequestURI: target, ContentLength: -1}
+	for {
+		line, b, ok = bytes.Cut(b, []byte("\r\n"))
+		if !ok {
+			return nil
+		}
+		if len(line) == 0 {
+			break
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(k) == 0 || bytes.ContainsAny(k, " \t") {
+			return nil
+		}
+		key, value := http.CanonicalHeaderKey(string(k)), string(bytes.TrimSpace(v))
+		switch key {
+		case "Host":
+			req.Host = value
+			continue // promoted, as http.ReadRequest does
+		case "Content-Length":
+			n, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || n < 0 || req.ContentLength >= 0 {
+				return nil
+			}
+			req.ContentLength = n
+		case "Transfer-Encoding":
+			return nil
+		}
+		req.Header[key] = append(req.Header[key], value)
+	}
+	if req.ContentLength != int64(len(b)) {
+		return nil
+	}
+	req.Body = http.NoBody
+	if len(b) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return req
 }

@@ -422,6 +422,24 @@ func TestReactorRoundTrip(t *testing.T) {
 	if got := reactorDo(t, i, "GET", "/missing", "").Code; got != http.StatusNotFound {
 		t.Errorf("status %d, want 404", got)
 	}
+	// Header names as sent (the glue canonicalizes), repeated headers,
+	// Host promoted out of the map; response values kept on their line.
+	r = httptest.NewRequest("POST", "http://fn.example/headers", strings.NewReader("{}"))
+	r.Header["x-many"] = []string{"1", "2"}
+	r.Header.Set("Content-Type", "application/json")
+	w = httptest.NewRecorder()
+	if err := i.Serve(context.Background(), w, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := w.Body.String(), `2 ["1" "2"] "application/json" false`; got != want {
+		t.Errorf("headers: body %q, want %q", got, want)
+	}
+	if got := w.Header().Values("X-Multi"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("X-Multi %q, want [a b]", got)
+	}
+	if got := w.Header().Get("X-Newline"); got != "x y" {
+		t.Errorf("X-Newline %q, want %q", got, "x y")
+	}
 }
 
 func TestReactorTimeoutClosesInstance(t *testing.T) {

@@ -31,6 +31,11 @@ func init() {
 			fmt.Println("to stdout")
 			fmt.Fprintln(os.Stderr, "to stderr")
 			fmt.Fprint(w, "logged")
+		case "/headers":
+			w.Header()["X-Multi"] = []string{"a", "b"}
+			w.Header().Set("X-Newline", "x\ny")
+			_, hostInHeader := r.Header["Host"]
+			fmt.Fprintf(w, "%d %q %q %v", r.ContentLength, r.Header.Values("X-Many"), r.Header.Get("Content-Type"), hostInHeader)
 		case "/sleep":
 			time.Sleep(time.Hour)
 		case "/loop":
