@@ -67,6 +67,7 @@ type Engine struct {
 	stats   CacheStats
 
 	procs procs // every instance's command line and environment
+	runs  runs  // live instances and running calls
 }
 
 type entry struct {
@@ -113,12 +114,17 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Close closes every compiled module and the runtime. Instances still
-// running are closed too.
+// Close closes every compiled module, every instance and the runtime.
+// Running calls are interrupted first, and the runtime is closed only once
+// they have returned (if ctx ends before, it stays open: closing frees
+// memory the code still uses); no instance starts or runs afterwards.
 func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Lock()
 	e.modules = make(map[string]*entry)
 	e.mu.Unlock()
+	if err := e.runs.stopAll(ctx); err != nil {
+		return fmt.Errorf("close wasm engine: %w", err)
+	}
 	err := e.rt.Close(ctx)
 	if cerr := e.cache.Close(ctx); err == nil {
 		err = cerr

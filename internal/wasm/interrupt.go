@@ -425,12 +425,11 @@ func (r *reader) prefixedSIMD() {
 
 // interrupt stops one instance's running code from another goroutine.
 type interrupt struct {
+	runs *runs
 	flag api.MutableGlobal // the module's interrupt global
 	wake chan struct{}     // closed by fire: ends a sleep in progress
 	once sync.Once
 }
-
-func newInterrupt() *interrupt { return &interrupt{wake: make(chan struct{})} }
 
 // attach finds the interrupt global of the instantiated module.
 func (x *interrupt) attach(mod api.Module) error {
@@ -446,15 +445,28 @@ func (x *interrupt) attach(mod api.Module) error {
 // from a sleep. The instance serves nothing after that.
 func (x *interrupt) fire() {
 	x.once.Do(func() {
-		x.flag.Set(1)
+		if x.flag != nil {
+			x.flag.Set(1)
+		}
 		close(x.wake)
 	})
 }
 
-// during has ctx's end fire the interrupt until the returned stop is
+// during marks a call into the instance: ctx's end fires the interrupt,
+// and the engine does not close under it, until the returned stop is
 // called; stop reports false when the interrupt fired (or is firing).
-func (x *interrupt) during(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, x.fire)
+// It fails, with nothing to stop, once the engine has closed.
+func (x *interrupt) during(ctx context.Context) (stop func() bool, err error) {
+	x.runs.calls.RLock()
+	if x.runs.closed {
+		x.runs.calls.RUnlock()
+		return nil, errEngineClosed
+	}
+	after := context.AfterFunc(ctx, x.fire)
+	return func() bool {
+		x.runs.calls.RUnlock()
+		return after()
+	}, nil
 }
 
 // sleep is the instance's WASI sleep (poll_oneoff on a clock): it ends
@@ -465,5 +477,66 @@ func (x *interrupt) sleep(ns int64) {
 	select {
 	case <-t.C:
 	case <-x.wake:
+	}
+}
+
+// release forgets a closed instance's interrupt.
+func (x *interrupt) release() {
+	x.runs.mu.Lock()
+	delete(x.runs.live, x)
+	x.runs.mu.Unlock()
+}
+
+// runs are an engine's live instances and running calls. Closing the
+// runtime frees every instance's memory, so the engine first stops what
+// runs (stopAll).
+type runs struct {
+	mu      sync.Mutex
+	closing bool
+	live    map[*interrupt]struct{}
+
+	calls  sync.RWMutex // read-held by each call into an instance
+	closed bool         // set under calls' write lock: no call may start
+}
+
+var errEngineClosed = errors.New("the wasm engine is closed")
+
+// newInterrupt registers the interrupt of an instance about to be
+// created; it fails once the engine is closing.
+func (r *runs) newInterrupt() (*interrupt, error) {
+	x := &interrupt{runs: r, wake: make(chan struct{})}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return nil, errEngineClosed
+	}
+	if r.live == nil {
+		r.live = make(map[*interrupt]struct{})
+	}
+	r.live[x] = struct{}{}
+	return x, nil
+}
+
+// stopAll refuses new instances, interrupts the live ones and waits until
+// no call runs, or ctx ends.
+func (r *runs) stopAll(ctx context.Context) error {
+	r.mu.Lock()
+	r.closing = true
+	for x := range r.live {
+		x.fire()
+	}
+	r.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		r.calls.Lock()
+		r.closed = true
+		r.calls.Unlock()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for running wasm calls: %w", ctx.Err())
 	}
 }

@@ -92,7 +92,10 @@ func instantiate(t *testing.T, wasm []byte) (api.Module, *interrupt) {
 	if err != nil {
 		t.Fatalf("the rewritten module does not instantiate: %v", err)
 	}
-	x := newInterrupt()
+	x, err := (&runs{}).newInterrupt()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := x.attach(mod); err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +148,10 @@ func TestInterruptAddsMissingSections(t *testing.T) {
 }
 
 func TestInterruptWakesASleep(t *testing.T) {
-	x := newInterrupt()
-	x.flag = nopGlobal{}
+	x, err := (&runs{}).newInterrupt()
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() { x.sleep(int64(time.Hour)); close(done) }()
 	x.fire()
@@ -157,10 +162,6 @@ func TestInterruptWakesASleep(t *testing.T) {
 	}
 	x.sleep(int64(time.Hour)) // after the interrupt, sleeps return at once
 }
-
-type nopGlobal struct{ api.MutableGlobal }
-
-func (nopGlobal) Set(uint64) {}
 
 func TestInterruptibleRejects(t *testing.T) {
 	good := spinModule(true)
@@ -215,5 +216,35 @@ func TestReactorSleepPastTimeout(t *testing.T) {
 	case <-i.Done():
 	default:
 		t.Fatal("the instance is still open after its timeout")
+	}
+}
+
+// Closing the engine interrupts a call that has no deadline of its own and
+// waits for it to return before freeing anything; afterwards nothing runs.
+func TestEngineCloseStopsRunningCalls(t *testing.T) {
+	m := goReactor(t)
+	i := newInstance(t, m, Limits{})
+	spare := newInstance(t, m, Limits{})
+	done := make(chan error, 1)
+	go func() {
+		done <- i.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/loop", nil))
+	}()
+	time.Sleep(100 * time.Millisecond) // let it loop
+	if err := m.e.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the looping call succeeded")
+		}
+	default:
+		t.Fatal("Close returned while a call was still running")
+	}
+	if err := spare.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/counter", nil)); err == nil {
+		t.Error("an instance served after the engine closed")
+	}
+	if _, err := m.NewInstance(context.Background(), Limits{}); !errors.Is(err, errEngineClosed) {
+		t.Errorf("new instance after close: %v, want errEngineClosed", err)
 	}
 }

@@ -138,17 +138,23 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	if err := m.checkMemory(mem); err != nil {
 		return nil, err
 	}
-	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}, intr: newInterrupt()}
+	intr, err := m.e.runs.newInterrupt()
+	if err != nil {
+		return nil, fmt.Errorf("serve cgi: %w", err)
+	}
+	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}, intr: intr}
 	cfg := m.config(lim, p.intr).WithStdin(p.stdin).WithStdout(p.out).WithStartFunctions() // _start runs in ServeCGI
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	if err == nil {
+		err = intr.attach(mod)
+		if err != nil {
+			_ = mod.Close(ctx)
+		}
+	}
 	if err != nil {
+		intr.release()
 		mem.Free()
 		return nil, runError(ctx, err, mem)
-	}
-	if err := p.intr.attach(mod); err != nil {
-		_ = mod.Close(ctx)
-		mem.Free()
-		return nil, fmt.Errorf("serve cgi: %w", err)
 	}
 	p.mod = mod
 	return p, nil
@@ -188,6 +194,7 @@ func (p *Prepared) Close() {
 		p.m.e.procs.drop(p.mod)
 		_ = p.mod.Close(context.Background())
 		p.mem.Free()
+		p.intr.release()
 	})
 }
 
@@ -208,7 +215,10 @@ func (p *Prepared) ServeCGI(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	p.stdin.Reset(body)
 	p.m.e.procs.set(p.mod, cgiArgs(r, scriptName), envList(cgiEnv(r, scriptName, len(body), p.env)))
-	stop := p.intr.during(ctx)
+	stop, err := p.intr.during(ctx)
+	if err != nil {
+		return fmt.Errorf("serve cgi: %w", err)
+	}
 	_, err = start.Call(ctx)
 	stop()
 	var exit *sys.ExitError

@@ -51,17 +51,22 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 	if stdout == nil {
 		stdout = io.Discard
 	}
-	intr := newInterrupt()
+	intr, err := m.e.runs.newInterrupt()
+	if err != nil {
+		return nil, fmt.Errorf("new wasm instance: %w", err)
+	}
 	cfg := m.config(lim, intr).WithStdout(stdout).WithStartFunctions() // _initialize is called below
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	if err == nil {
+		err = intr.attach(mod)
+		if err != nil {
+			_ = mod.Close(ctx)
+		}
+	}
 	if err != nil {
+		intr.release()
 		mem.Free()
 		return nil, fmt.Errorf("new wasm instance: %w", runError(ctx, err, mem))
-	}
-	if err := intr.attach(mod); err != nil {
-		_ = mod.Close(ctx)
-		mem.Free()
-		return nil, fmt.Errorf("new wasm instance: %w", err)
 	}
 	m.e.procs.set(mod, nil, envList(lim.Env))
 	i := &Instance{
@@ -71,12 +76,16 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 		done:   make(chan struct{}),
 	}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
-		stop := intr.during(ctx)
-		_, err := init.Call(ctx)
-		stop()
+		stop, err := intr.during(ctx)
+		if err == nil {
+			if _, err = init.Call(ctx); err != nil {
+				err = runError(ctx, err, mem)
+			}
+			stop()
+		}
 		if err != nil {
 			_ = i.Close(ctx)
-			return nil, fmt.Errorf("new wasm instance: _initialize: %w", runError(ctx, err, mem))
+			return nil, fmt.Errorf("new wasm instance: _initialize: %w", err)
 		}
 	}
 	return i, nil
@@ -94,6 +103,7 @@ func (i *Instance) Close(ctx context.Context) error {
 		i.m.e.procs.drop(i.mod)
 		err = i.mod.Close(ctx)
 		i.mem.Free()
+		i.intr.release()
 		close(i.done)
 	})
 	if err != nil {
@@ -153,7 +163,10 @@ func (i *Instance) Serve(ctx context.Context, w http.ResponseWriter, r *http.Req
 // ctx ending interrupts the code (interrupt.go), through
 // context.AfterFunc: no goroutine per call.
 func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
-	stop := i.intr.during(ctx)
+	stop, err := i.intr.during(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("serve wasm: %w", err)
+	}
 	defer func() {
 		if !stop() {
 			// ctx ended as the call returned: the instance was
