@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -93,6 +94,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 	fmt.Fprintln(out, "measuring floors...")
 	execFloor := median(repeat(30, func() error { return exec.Command(filepath.Join(bins["noop"], "bootstrap")).Run() }))
+	fnStart, err := functionStart(filepath.Join(bins["echo"], "bootstrap"), 30)
+	if err != nil {
+		return err
+	}
 	nodeFloor := median(repeat(10, func() error { return exec.Command("/usr/bin/node", "-e", "0").Run() }))
 	pyFloor := median(repeat(10, func() error { return exec.Command("/usr/bin/python3", "-c", "0").Run() }))
 
@@ -211,8 +216,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		rows = []row{
 			{name: fmt.Sprintf("cold start, Go lambda, sandboxed (n=%d)", len(goCold)),
 				value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(goCold, 50)), ms(pct(goCold, 99))),
-				target: "p50 <= 5 ms", floor: "exec " + ms(execFloor),
-				ratio: ratio(pct(goCold, 50), execFloor), ok: pct(goCold, 50) <= 5*time.Millisecond},
+				target: "p50 <= 5 ms", floor: "exec " + ms(execFloor) + "; the function's own start " + ms(fnStart),
+				ratio: ratio(pct(goCold, 50), fnStart), ok: pct(goCold, 50) <= 5*time.Millisecond},
 			{name: fmt.Sprintf("cold start, node (n=%d)", len(cold["node"])),
 				value:  fmt.Sprintf("p50 %s, p99 %s", ms(pct(cold["node"], 50)), ms(pct(cold["node"], 99))),
 				target: "p50 <= node -e 0 + 10 ms", floor: "node -e 0 " + ms(nodeFloor),
@@ -362,6 +367,39 @@ func call(hc *http.Client, method, url string, body []byte) error {
 		return fmt.Errorf("%s %s: status %d", method, url, resp.StatusCode)
 	}
 	return nil
+}
+
+// functionStart is the floor of a Go lambda's cold start that belongs to
+// the function: the median time from exec of its bootstrap, outside any
+// sandbox, to its first GET /next arriving on a plain listener (the Go
+// runtime's and aws-lambda-go's start-up, and a connect).
+func functionStart(bootstrap string, n int) (time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	var d []time.Duration
+	for range n {
+		cmd := exec.Command(bootstrap)
+		cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String(), "GOMAXPROCS=1", "_HANDLER=bootstrap"}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		c, err := ln.Accept()
+		if err == nil {
+			_, err = bufio.NewReader(c).ReadString('\n')
+			d = append(d, time.Since(start))
+			c.Close()
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if err != nil {
+			return 0, fmt.Errorf("the function's own start: %w", err)
+		}
+	}
+	return median(d), nil
 }
 
 func repeat(n int, f func() error) []time.Duration {
