@@ -219,8 +219,9 @@ func TestReactorSleepPastTimeout(t *testing.T) {
 	}
 }
 
-// Closing the engine interrupts a call that has no deadline of its own and
-// waits for it to return before freeing anything; afterwards nothing runs.
+// Closing the engine interrupts a call that has no deadline of its own
+// (Close waits for it before freeing anything: were memory freed under
+// the running code, the process would crash); afterwards nothing runs.
 func TestEngineCloseStopsRunningCalls(t *testing.T) {
 	m := goReactor(t)
 	i := newInstance(t, m, Limits{})
@@ -238,13 +239,41 @@ func TestEngineCloseStopsRunningCalls(t *testing.T) {
 		if err == nil {
 			t.Fatal("the looping call succeeded")
 		}
-	default:
-		t.Fatal("Close returned while a call was still running")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the looping call was not stopped by Close")
 	}
 	if err := spare.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/counter", nil)); err == nil {
 		t.Error("an instance served after the engine closed")
 	}
 	if _, err := m.NewInstance(context.Background(), Limits{}); !errors.Is(err, errEngineClosed) {
 		t.Errorf("new instance after close: %v, want errEngineClosed", err)
+	}
+}
+
+// Closing an instance while it serves (its function deleted, its pool
+// stopped) interrupts the request; the instance's memory is freed only
+// after the request returned (under it, the process would crash).
+func TestInstanceCloseWhileServing(t *testing.T) {
+	i := newInstance(t, goReactor(t), Limits{})
+	done := make(chan error, 1)
+	go func() {
+		done <- i.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/loop", nil))
+	}()
+	time.Sleep(100 * time.Millisecond) // let it loop
+	if err := i.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the looping request succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the looping request was not stopped by Close")
+	}
+	select {
+	case <-i.Done():
+	default:
+		t.Fatal("the instance is not done after Close")
 	}
 }

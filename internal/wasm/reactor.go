@@ -95,9 +95,18 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 // a trap, an exit, or a timeout.
 func (i *Instance) Done() <-chan struct{} { return i.done }
 
-// Close closes the instance and frees its memory. It is safe to call more
-// than once and after Done.
+// Close closes the instance and frees its memory. A request running on it
+// is interrupted first, and its memory is freed only after it returned.
+// It is safe to call more than once and after Done.
 func (i *Instance) Close(ctx context.Context) error {
+	i.intr.fire()
+	i.mu.Lock() // Serve holds it for the request
+	defer i.mu.Unlock()
+	return i.closeLocked(ctx)
+}
+
+// closeLocked is Close for the holder of i.mu.
+func (i *Instance) closeLocked(ctx context.Context) error {
 	var err error
 	i.closeOnce.Do(func() {
 		i.m.e.procs.drop(i.mod)
@@ -139,7 +148,7 @@ func (i *Instance) Serve(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	resp, err := i.call(ctx, req)
 	if err != nil {
-		_ = i.Close(ctx)
+		_ = i.closeLocked(ctx)
 		return err
 	}
 	hr, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(resp)), r)
@@ -159,7 +168,8 @@ func (i *Instance) Serve(ctx context.Context, w http.ResponseWriter, r *http.Req
 	return nil
 }
 
-// call copies req into the module and returns a copy of its response.
+// call copies req into the module and returns a copy of its response;
+// i.mu held.
 // ctx ending interrupts the code (interrupt.go), through
 // context.AfterFunc: no goroutine per call.
 func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
@@ -171,7 +181,7 @@ func (i *Instance) call(ctx context.Context, req []byte) ([]byte, error) {
 		if !stop() {
 			// ctx ended as the call returned: the instance was
 			// interrupted and serves no more.
-			_ = i.Close(context.Background())
+			_ = i.closeLocked(context.Background())
 		}
 	}()
 	res, err := i.alloc.Call(ctx, uint64(len(req)))
