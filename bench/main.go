@@ -22,6 +22,9 @@ func main() {
 	if code, ok := sandbox.MaybeRunInit(); ok {
 		os.Exit(code) // this process was a sandbox init whose setup failed
 	}
+	if code, ok := maybeReload(); ok {
+		os.Exit(code) // this process was a restart's reload (wasm.go)
+	}
 	var o options
 	flag.IntVar(&o.cold, "cold", 50, "cold starts measured for the Go row (node and python: half)")
 	flag.IntVar(&o.warm, "warm", 3000, "requests measured for each c=1 latency row")
