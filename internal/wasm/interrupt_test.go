@@ -277,3 +277,33 @@ func TestInstanceCloseWhileServing(t *testing.T) {
 		t.Fatal("the instance is not done after Close")
 	}
 }
+
+// FuzzInterruptible feeds the rewrite arbitrary bytes (modules are user
+// uploads): it must never panic, and whatever it returns for a module
+// wazero accepts must be accepted too.
+func FuzzInterruptible(f *testing.F) {
+	f.Add(spinModule(true))
+	f.Add(spinModule(false))
+	f.Add(tinyCommand(tinyResponse))
+	f.Add(tinyModule([2]string{"wasi_snapshot_preview1", "sched_yield"}))
+	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		out, err := interruptible(wasm)
+		if err != nil {
+			return
+		}
+		orig, err := rt.CompileModule(ctx, wasm)
+		if err != nil {
+			return // not valid to begin with: wazero reports it at deploy
+		}
+		_ = orig.Close(ctx)
+		cm, err := rt.CompileModule(ctx, out)
+		if err != nil {
+			t.Fatalf("wazero accepts the module but not its rewrite: %v", err)
+		}
+		_ = cm.Close(ctx)
+	})
+}
