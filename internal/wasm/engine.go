@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"aloft/internal/fn"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
@@ -225,6 +227,9 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 	if err != nil {
 		return nil, err
 	}
+	// Compiling a Go module takes seconds, which a deploy waits for: use
+	// every core (compiles are serialized, so at most that many workers).
+	ctx = experimental.WithCompilationWorkers(ctx, runtime.GOMAXPROCS(0))
 	cm, err := e.rt.CompileModule(ctx, code)
 	if err != nil && kept != "" {
 		// The kept rewrite is damaged: rewrite again.
