@@ -34,15 +34,18 @@ type wasmInstance struct {
 	prepared chan struct{}  // closed when the preparation in flight ends; nil if none
 	stopped  bool
 
-	sink    *lineSink
-	stdout  *capture
-	stderr  *capture
-	lim     wasm.Limits
-	started time.Time
-	initDur time.Duration
-	used    atomic.Bool
-	done    chan struct{}
-	once    sync.Once
+	sink   *lineSink
+	stdout *capture
+	stderr *capture
+	lim    wasm.Limits
+	// initTimeout bounds what instantiation runs: a start function, a
+	// reactor's _initialize.
+	initTimeout time.Duration
+	started     time.Time
+	initDur     time.Duration
+	used        atomic.Bool
+	done        chan struct{}
+	once        sync.Once
 }
 
 func (w *wasmInstance) Done() <-chan struct{} {
@@ -120,7 +123,9 @@ func (w *wasmInstance) takeSpare(ctx context.Context) *wasm.Prepared {
 // module's budget of spares, and closes done. Without one, the request
 // prepares its own.
 func (w *wasmInstance) prepareSpare(done chan struct{}) {
-	p := w.mod.PrepareSpare(w.lim)
+	ctx, cancel := context.WithTimeout(context.Background(), w.initTimeout)
+	p := w.mod.PrepareSpare(ctx, w.lim)
+	cancel()
 	w.spareMu.Lock()
 	defer w.spareMu.Unlock()
 	switch {
@@ -184,7 +189,7 @@ func (iv *Invoker) startWasm(ctx context.Context, t *target) (*wasmInstance, err
 		return nil, err
 	}
 	id := newID()[:12]
-	w := &wasmInstance{mod: mod, started: time.Now(), done: make(chan struct{})}
+	w := &wasmInstance{mod: mod, initTimeout: iv.cfg.InitTimeout, started: time.Now(), done: make(chan struct{})}
 	w.sink = &lineSink{
 		base:   fn.LogLine{Tenant: t.tenant, Function: t.name, Version: t.version, Instance: id},
 		append: iv.cfg.Store.AppendLog,
@@ -201,7 +206,10 @@ func (iv *Invoker) startWasm(ctx context.Context, t *target) (*wasmInstance, err
 	}
 	w.lim = wasm.Limits{MemoryMB: t.cfg.MemoryMB, Env: env, CodeDir: codeDir, Stderr: w.stderr, Stdout: w.stdout}
 	if mod.Kind() == wasm.KindReactor {
-		if w.inst, err = mod.NewInstance(ctx, w.lim); err != nil {
+		ictx, cancel := context.WithTimeout(ctx, iv.cfg.InitTimeout)
+		w.inst, err = mod.NewInstance(ictx, w.lim)
+		cancel()
+		if err != nil {
 			var fe *wasm.FunctionError
 			if errors.As(err, &fe) {
 				return nil, &startError{errType: fe.Type, payload: fn.ErrorPayload(fe.Type, fe.Message)}

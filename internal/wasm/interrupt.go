@@ -32,9 +32,19 @@ import (
 // from another goroutine when the call's context ends (interrupt.fire),
 // which also wakes a sleep in progress; the instance is closed afterwards
 // by the goroutine that called it, never under the running code.
+//
+// A start section would run its function inside instantiation, before the
+// global can be found and so beyond any interrupt: the rewrite drops it
+// and exports the function as startExport, which the host calls right
+// after instantiating, as the start section would have, but under the
+// interrupt (runStart).
 
-// interruptExport is the name the added global is exported under.
-const interruptExport = "aloft:interrupt"
+// interruptExport is the name the added global is exported under, and
+// startExport the name of a start section's function.
+const (
+	interruptExport = "aloft:interrupt"
+	startExport     = "aloft:start"
+)
 
 // Section ids and instruction opcodes the rewrite needs.
 const (
@@ -42,13 +52,14 @@ const (
 	sectionImport = 2
 	sectionGlobal = 6
 	sectionExport = 7
+	sectionStart  = 8
 	sectionCode   = 10
 
 	opLoop = 0x03
 
 	// import and export kinds
 	importFunc, importTable, importMemory, importGlobal, importTag = 0, 1, 2, 3, 4
-	exportGlobal                                                   = 3
+	exportFunc, exportGlobal                                       = 0, 3
 )
 
 // sectionRank orders the known sections as the binary format requires
@@ -56,8 +67,8 @@ const (
 var sectionRank = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
 
 // interruptible returns wasm rewritten so that its code can be
-// interrupted: the global and its export appended, and the check at the
-// start of every loop body. It fails on a malformed module and on any
+// interrupted: the global and its export appended, the check at the start
+// of every loop body, and a start section turned into an export. It fails on a malformed module and on any
 // instruction outside WebAssembly 2.0 (which wazero, as configured,
 // rejects too): code that could not be checked would run past its timeout.
 func interruptible(wasm []byte) ([]byte, error) {
@@ -71,6 +82,7 @@ func interruptible(wasm []byte) ([]byte, error) {
 	}
 	var secs []section
 	importedGlobals, definedGlobals := 0, 0
+	var start []byte // the start function's index (LEB128), if any
 	for p := 8; p < len(wasm); {
 		id := wasm[p]
 		size, n := readUleb(wasm[p+1:])
@@ -91,6 +103,11 @@ func interruptible(wasm []byte) ([]byte, error) {
 			definedGlobals = int(c)
 		case sectionExport:
 			err = checkExportNames(s.content)
+		case sectionStart:
+			if _, n := readUleb(s.content); n == 0 || n != len(s.content) {
+				err = errors.New("bad function index")
+			}
+			start = s.content
 		}
 		if err != nil {
 			return nil, fmt.Errorf("section %d: %w", id, err)
@@ -99,6 +116,14 @@ func interruptible(wasm []byte) ([]byte, error) {
 		p = next
 	}
 	global := uint32(importedGlobals + definedGlobals)
+	exports := func(count uint64, rest []byte) []byte { // the export section's content
+		b := binary.AppendUvarint(nil, count+1+uint64(min(len(start), 1)))
+		b = appendExport(append(b, rest...), interruptExport, exportGlobal, binary.AppendUvarint(nil, uint64(global)))
+		if start != nil {
+			b = appendExport(b, startExport, exportFunc, start)
+		}
+		return b
+	}
 
 	out := make([]byte, 0, len(wasm)+len(wasm)/16)
 	out = append(out, wasm[:8]...)
@@ -116,7 +141,7 @@ func interruptible(wasm []byte) ([]byte, error) {
 			haveGlobal = true
 		}
 		if !haveExport && rank > sectionRank[sectionExport] {
-			appendSection(sectionExport, appendExport([]byte{1}, global))
+			appendSection(sectionExport, exports(0, nil))
 			haveExport = true
 		}
 	}
@@ -131,8 +156,10 @@ func interruptible(wasm []byte) ([]byte, error) {
 			haveGlobal = true
 		case sectionExport:
 			c, n := readUleb(s.content)
-			appendSection(s.id, appendExport(append(binary.AppendUvarint(nil, c+1), s.content[n:]...), global))
+			appendSection(s.id, exports(c, s.content[n:]))
 			haveExport = true
+		case sectionStart:
+			// dropped: exported instead
 		case sectionCode:
 			code, err := checkLoops(s.content, global)
 			if err != nil {
@@ -153,12 +180,12 @@ func appendGlobal(b []byte) []byte {
 	return append(b, 0x7f, 0x01, opI32Const, 0x00, opEnd)
 }
 
-// appendExport appends the interrupt global's export entry.
-func appendExport(b []byte, global uint32) []byte {
-	b = binary.AppendUvarint(b, uint64(len(interruptExport)))
-	b = append(b, interruptExport...)
-	b = append(b, exportGlobal)
-	return binary.AppendUvarint(b, uint64(global))
+// appendExport appends an export entry: name, kind, index (LEB128).
+func appendExport(b []byte, name string, kind byte, index []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
+	b = append(b, kind)
+	return append(b, index...)
 }
 
 // countImportedGlobals reads an import section and counts its globals,
@@ -191,12 +218,13 @@ func countImportedGlobals(b []byte) (int, error) {
 	return globals, r.err
 }
 
-// checkExportNames fails if the module already exports interruptExport.
+// checkExportNames fails if the module already exports a name the
+// rewrite adds.
 func checkExportNames(b []byte) error {
 	r := reader{b: b}
 	for i, count := uint64(0), r.uleb(); i < count && r.err == nil; i++ {
-		if r.name() == interruptExport {
-			return fmt.Errorf("the module exports %q, a name Aloft reserves", interruptExport)
+		if name := r.name(); name == interruptExport || name == startExport {
+			return fmt.Errorf("the module exports %q, a name Aloft reserves", name)
 		}
 		r.byte()
 		r.uleb()
@@ -421,6 +449,24 @@ func (r *reader) prefixedSIMD() {
 	default:
 		r.fail("instruction 0xfd %d is outside WebAssembly 2.0", sub)
 	}
+}
+
+// runStart calls the function of the module's start section, if it had
+// one, as instantiation would have, but under the interrupt.
+func runStart(ctx context.Context, mod api.Module, x *interrupt, mem *cappedMemory) error {
+	f := mod.ExportedFunction(startExport)
+	if f == nil {
+		return nil
+	}
+	stop, err := x.during(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if _, err := f.Call(ctx); err != nil {
+		return runError(ctx, err, mem)
+	}
+	return nil
 }
 
 // interrupt stops one instance's running code from another goroutine.

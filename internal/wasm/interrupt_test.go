@@ -184,6 +184,11 @@ func TestInterruptibleRejects(t *testing.T) {
 		{"not wasm", "does not start with the bytes \\0asm", []byte("#!/bin/sh\n")},
 		{"truncated", "runs past the end", good[:len(good)-10]},
 		{"reserved export", "a name Aloft reserves", reserved},
+		{"reserved start export", `exports "aloft:start"`, cat([]byte("\x00asm\x01\x00\x00\x00"),
+			section(1, vec(funcType(nil, nil))),
+			section(3, vec(uleb(0))),
+			section(7, vec(cat(name(startExport), []byte{0x00}, uleb(0)))),
+			section(10, vec(cat(uleb(2), []byte{0x00, 0x0b}))))},
 		{"atomics", "instruction 0xfe is outside WebAssembly 2.0", atomics},
 		{"exceptions", "instruction 0x6 is outside WebAssembly 2.0", tryBlock},
 	} {
@@ -287,6 +292,7 @@ func FuzzInterruptible(f *testing.F) {
 	f.Add(tinyCommand(tinyResponse))
 	f.Add(tinyModule([2]string{"wasi_snapshot_preview1", "sched_yield"}))
 	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	f.Add(startModule(true))
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	defer rt.Close(ctx)
@@ -306,4 +312,75 @@ func FuzzInterruptible(f *testing.F) {
 		}
 		_ = cm.Close(ctx)
 	})
+}
+
+// startModule is a command module whose start section runs body: a
+// function that stores 42 at address 0 and then, if spin, loops forever.
+func startModule(spin bool) []byte {
+	body := cat([]byte{0x00}, i32const(0), i32const(42), []byte{0x36, 0x02, 0x00}) // i32.store
+	if spin {
+		body = append(body, 0x03, 0x40, 0x0c, 0x00, 0x0b) // loop br 0 end
+	}
+	body = append(body, 0x0b)
+	nop := []byte{0x00, 0x0b}
+	return cat([]byte("\x00asm\x01\x00\x00\x00"),
+		section(1, vec(funcType(nil, nil))),
+		section(3, vec(uleb(0), uleb(0))),
+		section(5, vec([]byte{0x00, 0x01})),
+		section(7, vec(
+			cat(name("memory"), []byte{0x02}, uleb(0)),
+			cat(name("_start"), []byte{0x00}, uleb(0)))),
+		section(8, uleb(1)), // start: function 1
+		section(10, vec(cat(uleb(uint32(len(nop))), nop), cat(uleb(uint32(len(body))), body))))
+}
+
+// A start section runs once, right after instantiation, as the format says;
+// one that never ends is cut by the context instead of hanging the
+// instantiation (it would run before any interrupt could be set).
+func TestStartSectionRunsUnderInterrupt(t *testing.T) {
+	out, err := interruptible(startModule(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	mod, err := rt.InstantiateWithConfig(ctx, out, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := mod.Memory().ReadUint32Le(0); v != 0 {
+		t.Fatalf("the start function ran inside instantiation (memory[0] = %d)", v)
+	}
+	x, err := (&runs{}).newInterrupt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.attach(mod); err != nil {
+		t.Fatal(err)
+	}
+	if err := runStart(ctx, mod, x, newCappedMemory(0)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := mod.Memory().ReadUint32Le(0); v != 42 {
+		t.Fatalf("memory[0] = %d after runStart, want 42", v)
+	}
+
+	m := compile(t, newEngine(t, ""), startModule(true))
+	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Prepare(tctx, Limits{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var fe *FunctionError
+		if !errors.As(err, &fe) || fe.Type != ErrTimeout {
+			t.Fatalf("prepare: %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an endless start function hung the instantiation")
+	}
 }

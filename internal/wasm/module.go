@@ -128,8 +128,11 @@ type Prepared struct {
 // lim's memory cap, files, stderr and environment (the request's CGI
 // variables are added when it runs). Close releases it unused.
 //
+// ctx bounds the module's start function, if it has one.
+//
 // Errors: *FunctionError when the module's initial memory is over the
-// cap; calling it on a reactor module is an error.
+// cap, or its start function traps or outlives ctx; calling it on a
+// reactor module is an error.
 func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	if m.kind != KindCommand {
 		return nil, fmt.Errorf("serve cgi: module %s is a %s", m.key, m.kind)
@@ -145,8 +148,12 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}, intr: intr}
 	cfg := m.config(lim, p.intr).WithStdin(p.stdin).WithStdout(p.out).WithStartFunctions() // _start runs in ServeCGI
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
-	if err == nil {
-		err = intr.attach(mod)
+	if err != nil {
+		err = runError(ctx, err, mem)
+	} else {
+		if err = intr.attach(mod); err == nil {
+			err = runStart(ctx, mod, intr, mem)
+		}
 		if err != nil {
 			_ = mod.Close(ctx)
 		}
@@ -154,7 +161,7 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	if err != nil {
 		intr.release()
 		mem.Free()
-		return nil, runError(ctx, err, mem)
+		return nil, err
 	}
 	p.mod = mod
 	return p, nil
@@ -170,12 +177,12 @@ const maxSpares = 2
 // PrepareSpare is Prepare for a request that is not there yet, within the
 // module's budget of maxSpares: nil when the budget is spent or preparing
 // fails (the request then prepares its own and reports the failure).
-func (m *Module) PrepareSpare(lim Limits) *Prepared {
+func (m *Module) PrepareSpare(ctx context.Context, lim Limits) *Prepared {
 	if m.spares.Add(1) > maxSpares {
 		m.spares.Add(-1)
 		return nil
 	}
-	p, err := m.Prepare(context.Background(), lim)
+	p, err := m.Prepare(ctx, lim)
 	if err != nil {
 		m.spares.Add(-1)
 		return nil

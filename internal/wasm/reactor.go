@@ -57,8 +57,12 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 	}
 	cfg := m.config(lim, intr).WithStdout(stdout).WithStartFunctions() // _initialize is called below
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
-	if err == nil {
-		err = intr.attach(mod)
+	if err != nil {
+		err = runError(ctx, err, mem)
+	} else {
+		if err = intr.attach(mod); err == nil {
+			err = runStart(ctx, mod, intr, mem)
+		}
 		if err != nil {
 			_ = mod.Close(ctx)
 		}
@@ -66,7 +70,7 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 	if err != nil {
 		intr.release()
 		mem.Free()
-		return nil, fmt.Errorf("new wasm instance: %w", runError(ctx, err, mem))
+		return nil, fmt.Errorf("new wasm instance: %w", err)
 	}
 	m.e.procs.set(mod, nil, envList(lim.Env))
 	i := &Instance{
