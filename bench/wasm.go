@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -124,6 +126,10 @@ func reloadFromCache(ctx context.Context, work, module string) (time.Duration, e
 		cmd.Env = append(os.Environ(), reloadEnv+"="+dir+string(filepath.ListSeparator)+module)
 		out, err := cmd.Output()
 		if err != nil {
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(exit.Stderr))
+			}
 			return 0, fmt.Errorf("reload in a new process: %w", err)
 		}
 		took, err := time.ParseDuration(strings.TrimSpace(string(out)))

@@ -118,7 +118,7 @@ func noNewline(r rune) rune {
 	return r
 }
 
-// readRequest parses the request. Code runs several times slower inside a
+// readRequest parses the request. Code runs many times slower inside a
 // module than natively, and http.ReadRequest is most of a small request's
 // time there, so the form Aloft sends (a request line, one "Key: value"
 // per header line, an exact Content-Length, the body) is parsed directly;
