@@ -330,6 +330,11 @@ func classify(cm wazero.CompiledModule) (Kind, error) {
 		return 0, fn.Invalid("the WebAssembly module imports memory %s.%s: it must define and export its own", mod, name)
 	}
 	ex := cm.ExportedFunctions()
+	if _, ok := ex[startExport]; ok && !hasSig(ex, startExport, nil, nil) {
+		// The format requires it of a start function; the rewrite turned
+		// the start section into an export, which wazero does not check.
+		return 0, fn.Invalid("the WebAssembly module's start function must take no parameters and return nothing")
+	}
 	if hasSig(ex, "aloft_alloc", []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}) &&
 		hasSig(ex, "aloft_handle", []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}) {
 		if _, ok := cm.ExportedMemories()["memory"]; !ok {

@@ -68,9 +68,10 @@ var sectionRank = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 
 
 // interruptible returns wasm rewritten so that its code can be
 // interrupted: the global and its export appended, the check at the start
-// of every loop body, and a start section turned into an export. It fails on a malformed module and on any
-// instruction outside WebAssembly 2.0 (which wazero, as configured,
-// rejects too): code that could not be checked would run past its timeout.
+// of every loop body, and a start section turned into an export. It fails
+// on a malformed module and on any instruction outside WebAssembly 2.0
+// (which wazero, as configured, rejects too): code that could not be
+// checked would run past its timeout.
 func interruptible(wasm []byte) ([]byte, error) {
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
 		return nil, errors.New("not a WebAssembly binary: it does not start with the bytes \\0asm")

@@ -3,10 +3,13 @@ package wasm
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"aloft/internal/fn"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -382,5 +385,21 @@ func TestStartSectionRunsUnderInterrupt(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("an endless start function hung the instantiation")
+	}
+}
+
+// A start section naming a function with parameters is invalid; the
+// rewrite makes it an export, so the compile checks it instead.
+func TestStartFunctionSignatureChecked(t *testing.T) {
+	wasm := cat([]byte("\x00asm\x01\x00\x00\x00"),
+		section(1, vec(funcType(nil, nil), funcType([]byte{i32}, nil))),
+		section(3, vec(uleb(0), uleb(1))),
+		section(7, vec(cat(name("_start"), []byte{0x00}, uleb(0)))),
+		section(8, uleb(1)),
+		section(10, vec(cat(uleb(2), []byte{0x00, 0x0b}), cat(uleb(2), []byte{0x00, 0x0b}))))
+	_, err := newEngine(t, "").Compile(context.Background(), "k", wasm)
+	var fe *fn.Error
+	if !errors.As(err, &fe) || fe.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "start function") {
+		t.Fatalf("compile: %v, want the start function's signature refused as a client error", err)
 	}
 }

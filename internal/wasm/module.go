@@ -147,14 +147,28 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 	}
 	p := &Prepared{m: m, mem: mem, env: lim.Env, stdin: bytes.NewReader(nil), out: &limitedBuffer{max: MaxResponseBytes}, intr: intr}
 	cfg := m.config(lim, p.intr).WithStdin(p.stdin).WithStdout(p.out).WithStartFunctions() // _start runs in ServeCGI
+	mod, err := m.instantiate(ctx, cfg, mem, intr, lim.Env)
+	if err != nil {
+		return nil, err
+	}
+	p.mod = mod
+	return p, nil
+}
+
+// instantiate creates an instance with cfg (from m.config for intr) and
+// memory mem, gives it env, and runs its start function, if the module
+// had one, under intr. On failure it releases mem and intr.
+func (m *Module) instantiate(ctx context.Context, cfg wazero.ModuleConfig, mem *cappedMemory, intr *interrupt, env map[string]string) (api.Module, error) {
 	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
 	if err != nil {
 		err = runError(ctx, err, mem)
 	} else {
+		m.e.procs.set(mod, nil, envList(env))
 		if err = intr.attach(mod); err == nil {
 			err = runStart(ctx, mod, intr, mem)
 		}
 		if err != nil {
+			m.e.procs.drop(mod)
 			_ = mod.Close(ctx)
 		}
 	}
@@ -163,8 +177,7 @@ func (m *Module) Prepare(ctx context.Context, lim Limits) (*Prepared, error) {
 		mem.Free()
 		return nil, err
 	}
-	p.mod = mod
-	return p, nil
+	return mod, nil
 }
 
 // maxSpares bounds the instances of one module prepared ahead by

@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/experimental"
 )
 
 // Instance is one instance of a reactor module, reused across requests by
@@ -56,23 +55,10 @@ func (m *Module) NewInstance(ctx context.Context, lim Limits) (*Instance, error)
 		return nil, fmt.Errorf("new wasm instance: %w", err)
 	}
 	cfg := m.config(lim, intr).WithStdout(stdout).WithStartFunctions() // _initialize is called below
-	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	mod, err := m.instantiate(ctx, cfg, mem, intr, lim.Env)
 	if err != nil {
-		err = runError(ctx, err, mem)
-	} else {
-		if err = intr.attach(mod); err == nil {
-			err = runStart(ctx, mod, intr, mem)
-		}
-		if err != nil {
-			_ = mod.Close(ctx)
-		}
-	}
-	if err != nil {
-		intr.release()
-		mem.Free()
 		return nil, fmt.Errorf("new wasm instance: %w", err)
 	}
-	m.e.procs.set(mod, nil, envList(lim.Env))
 	i := &Instance{
 		m: m, mod: mod, mem: mem, intr: intr,
 		alloc:  mod.ExportedFunction("aloft_alloc"),
