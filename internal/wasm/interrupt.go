@@ -478,13 +478,16 @@ type interrupt struct {
 	once sync.Once
 }
 
-// attach finds the interrupt global of the instantiated module.
+// attach finds the interrupt global of the instantiated module. It holds
+// the engine's lock: stopAll may fire the interrupt meanwhile.
 func (x *interrupt) attach(mod api.Module) error {
 	g, ok := mod.ExportedGlobal(interruptExport).(api.MutableGlobal)
 	if !ok {
 		return fmt.Errorf("module has no interrupt global %q", interruptExport)
 	}
+	x.runs.mu.Lock()
 	x.flag = g
+	x.runs.mu.Unlock()
 	return nil
 }
 
