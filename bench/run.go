@@ -389,8 +389,7 @@ func functionStart(bootstrap string, n int) (time.Duration, error) {
 	defer ln.Close()
 	var d []time.Duration
 	for range n {
-		cmd := exec.Command(bootstrap)
-		cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String(), "GOMAXPROCS=1", "_HANDLER=bootstrap"}
+		cmd := aloneCmd(bootstrap, ln)
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			return 0, err
@@ -410,6 +409,14 @@ func functionStart(bootstrap string, n int) (time.Duration, error) {
 	return median(d), nil
 }
 
+// aloneCmd runs a Lambda bootstrap outside any sandbox against a Runtime
+// API on ln, with the GOMAXPROCS an instance of 128 MB gets.
+func aloneCmd(bootstrap string, ln net.Listener) *exec.Cmd {
+	cmd := exec.Command(bootstrap)
+	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String(), "GOMAXPROCS=1", "_HANDLER=bootstrap"}
+	return cmd
+}
+
 // functionAlone is the CPU the Go function's process spends per
 // invocation when nothing else runs: outside any sandbox, served one
 // invocation after another by a minimal Runtime API on one connection.
@@ -419,8 +426,7 @@ func functionAlone(bootstrap string, n int) (time.Duration, error) {
 		return 0, err
 	}
 	defer ln.Close()
-	cmd := exec.Command(bootstrap)
-	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String(), "GOMAXPROCS=1", "_HANDLER=bootstrap"}
+	cmd := aloneCmd(bootstrap, ln)
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}

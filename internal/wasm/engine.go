@@ -282,25 +282,31 @@ func (e *Engine) runnable(wasm []byte) (code []byte, kept string, err error) {
 		return nil, "", fn.Invalid("the code is not a WebAssembly 2.0 module Aloft can run: %v", err)
 	}
 	if path != "" {
-		// Written whole or not at all: a torn file would be reused.
-		tmp, err := os.CreateTemp(e.codeDir, ".tmp-*")
-		if err == nil {
-			_, err = tmp.Write(code)
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), path)
-			}
-			if err != nil {
-				_ = os.Remove(tmp.Name())
-			}
-		}
-		if err != nil {
+		if err := writeWhole(path, code); err != nil {
 			e.log.Warn("keep a rewritten wasm module on disk", "error", err)
 		}
 	}
 	return code, "", nil
+}
+
+// writeWhole writes b to path whole or not at all (through a temporary
+// file in its directory and a rename): a torn file would be reused.
+func writeWhole(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
 }
 
 // cacheFiles counts the entries of the on-disk cache; a compile that adds

@@ -115,11 +115,10 @@ func TestInterruptStopsALoop(t *testing.T) {
 	if v := mod.ExportedGlobal(interruptExport).Get(); v != 0 {
 		t.Fatalf("the interrupt global starts at %d", v)
 	}
-	done := make(chan error, 1)
-	go func() {
+	done := inBackground(func() error {
 		_, err := mod.ExportedFunction("spin").Call(ctx)
-		done <- err
-	}()
+		return err
+	})
 	time.Sleep(50 * time.Millisecond) // let it spin
 	select {
 	case err := <-done:
@@ -128,13 +127,8 @@ func TestInterruptStopsALoop(t *testing.T) {
 	}
 	x.fire()
 	x.fire() // a second fire is harmless
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "unreachable") {
-			t.Fatalf("spin after the interrupt: %v, want the unreachable trap", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the interrupt did not stop the loop")
+	if err := within(t, done, "the interrupt did not stop the loop"); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("spin after the interrupt: %v, want the unreachable trap", err)
 	}
 	// Every later call traps too: an interrupted instance serves nothing.
 	if _, err := mod.ExportedFunction("count").Call(ctx, 3); err == nil {
@@ -209,22 +203,11 @@ func TestReactorSleepPastTimeout(t *testing.T) {
 	i := newInstance(t, goReactor(t), Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- i.Serve(ctx, httptest.NewRecorder(), httptest.NewRequest("GET", "/sleep", nil)) }()
-	select {
-	case err := <-done:
-		var fe *FunctionError
-		if !errors.As(err, &fe) || fe.Type != ErrTimeout {
-			t.Fatalf("err = %v, want a timeout", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("a sleeping reactor was not stopped at its timeout")
+	err := within(t, serving(ctx, i, "/sleep"), "a sleeping reactor was not stopped at its timeout")
+	if fe := (*FunctionError)(nil); !errors.As(err, &fe) || fe.Type != ErrTimeout {
+		t.Fatalf("err = %v, want a timeout", err)
 	}
-	select {
-	case <-i.Done():
-	default:
-		t.Fatal("the instance is still open after its timeout")
-	}
+	requireDone(t, i, "the instance is still open after its timeout")
 }
 
 // Closing the engine interrupts a call that has no deadline of its own
@@ -234,21 +217,13 @@ func TestEngineCloseStopsRunningCalls(t *testing.T) {
 	m := goReactor(t)
 	i := newInstance(t, m, Limits{})
 	spare := newInstance(t, m, Limits{})
-	done := make(chan error, 1)
-	go func() {
-		done <- i.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/loop", nil))
-	}()
+	done := serving(context.Background(), i, "/loop")
 	time.Sleep(100 * time.Millisecond) // let it loop
 	if err := m.e.Close(context.Background()); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("the looping call succeeded")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the looping call was not stopped by Close")
+	if err := within(t, done, "the looping call was not stopped by Close"); err == nil {
+		t.Fatal("the looping call succeeded")
 	}
 	if err := spare.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/counter", nil)); err == nil {
 		t.Error("an instance served after the engine closed")
@@ -263,26 +238,52 @@ func TestEngineCloseStopsRunningCalls(t *testing.T) {
 // after the request returned (under it, the process would crash).
 func TestInstanceCloseWhileServing(t *testing.T) {
 	i := newInstance(t, goReactor(t), Limits{})
-	done := make(chan error, 1)
-	go func() {
-		done <- i.Serve(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/loop", nil))
-	}()
+	done := serving(context.Background(), i, "/loop")
 	time.Sleep(100 * time.Millisecond) // let it loop
 	if err := i.Close(context.Background()); err != nil {
 		t.Fatalf("close: %v", err)
 	}
+	if err := within(t, done, "the looping request was not stopped by Close"); err == nil {
+		t.Fatal("the looping request succeeded")
+	}
+	requireDone(t, i, "the instance is not done after Close")
+}
+
+// inBackground runs f on a goroutine of its own; its error comes on the
+// channel.
+func inBackground(f func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return done
+}
+
+// serving serves GET path on i in the background.
+func serving(ctx context.Context, i *Instance, path string) <-chan error {
+	return inBackground(func() error {
+		return i.Serve(ctx, httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+	})
+}
+
+// within returns what done delivers, failing the test with stuck if
+// nothing comes within 30 seconds.
+func within(t *testing.T, done <-chan error, stuck string) error {
+	t.Helper()
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Fatal("the looping request succeeded")
-		}
+		return err
 	case <-time.After(30 * time.Second):
-		t.Fatal("the looping request was not stopped by Close")
+		t.Fatal(stuck)
+		return nil
 	}
+}
+
+// requireDone fails the test with msg if i is not done.
+func requireDone(t *testing.T, i *Instance, msg string) {
+	t.Helper()
 	select {
 	case <-i.Done():
 	default:
-		t.Fatal("the instance is not done after Close")
+		t.Fatal(msg)
 	}
 }
 
@@ -372,19 +373,13 @@ func TestStartSectionRunsUnderInterrupt(t *testing.T) {
 	m := compile(t, newEngine(t, ""), startModule(true))
 	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
+	done := inBackground(func() error {
 		_, err := m.Prepare(tctx, Limits{})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		var fe *FunctionError
-		if !errors.As(err, &fe) || fe.Type != ErrTimeout {
-			t.Fatalf("prepare: %v, want a timeout", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("an endless start function hung the instantiation")
+		return err
+	})
+	err = within(t, done, "an endless start function hung the instantiation")
+	if fe := (*FunctionError)(nil); !errors.As(err, &fe) || fe.Type != ErrTimeout {
+		t.Fatalf("prepare: %v, want a timeout", err)
 	}
 }
 
