@@ -412,7 +412,10 @@ func (a *Async) Enqueue(ctx context.Context, e Event) (id string, duplicate bool
 	if e.ID == "" && e.IdempotencyKey == "" {
 		e.ID = invoke.NewInvocationID()
 	}
-	msg, err := encode(&e, a.now())
+	// The queued record carries the time of acceptance, taken before the
+	// publish: the event may run, on any node, before Enqueue goes on.
+	accepted := a.now()
+	msg, err := encode(&e, accepted)
 	if err != nil {
 		return "", false, err
 	}
@@ -443,7 +446,7 @@ func (a *Async) Enqueue(ctx context.Context, e Event) (id string, duplicate bool
 	}
 	a.stat.enqueued.Add(1)
 	a.record(records.Record{ID: id, Tenant: e.Tenant, Function: e.Function, Version: e.Qualifier,
-		Trigger: e.Trigger, Status: records.Queued})
+		Trigger: e.Trigger, Status: records.Queued, Time: accepted})
 	a.wakeFor(e.Tenant, e.Function)
 	return id, false, nil
 }

@@ -387,7 +387,12 @@ func fold(byID map[string]*Summary, data []byte) {
 		}
 		// Records of one invocation can come from different nodes; the
 		// latest by time wins, and a final status beats a running one
-		// stamped at the same instant.
+		// stamped at the same instant. Queued is only ever an invocation's
+		// first status: stamped after a later one (the accepting node was
+		// slower than the executing one), it must not hide it.
+		if r.Status == Queued && sm.Status != "" && sm.Status != Queued {
+			continue
+		}
 		if r.Time.After(sm.Updated) || (r.Time.Equal(sm.Updated) && rank(r.Status) >= rank(sm.Status)) {
 			sm.Updated = r.Time
 			sm.Status = r.Status

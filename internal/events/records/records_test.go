@@ -46,6 +46,11 @@ func TestPutList(t *testing.T) {
 		{ID: "inv-b", Status: records.Succeeded, Attempt: 1, Duration: 3 * time.Millisecond, Time: at(35)},
 		{ID: "inv-b", Status: records.Running, Attempt: 1, Time: at(31)},
 		{ID: "inv-c", Status: records.Queued, Time: at(40)},
+		// inv-d ran and succeeded before its queued record, stamped later,
+		// was put: it stays succeeded.
+		{ID: "inv-d", Status: records.Running, Attempt: 1, Time: at(50)},
+		{ID: "inv-d", Status: records.Succeeded, Attempt: 1, Time: at(52)},
+		{ID: "inv-d", Status: records.Queued, Trigger: "api", Time: at(53)},
 	} {
 		rec.Tenant, rec.Function = "default", "alpha"
 		r.Put(rec)
@@ -68,6 +73,7 @@ func TestPutList(t *testing.T) {
 		attempts int
 		err      string
 	}{
+		{"inv-d", records.Succeeded, 1, ""},
 		{"inv-c", records.Queued, 0, ""},
 		{"inv-b", records.Succeeded, 1, ""},
 		{"inv-a", records.DeadLettered, 2, "Boom: still no"},
@@ -81,13 +87,16 @@ func TestPutList(t *testing.T) {
 			t.Errorf("[%d] = %+v, want %+v", i, g, w)
 		}
 	}
-	if got[2].Trigger != "api" || got[2].Version != "$LATEST" || !got[2].Started.Equal(at(0)) || !got[2].Updated.Equal(at(25)) {
-		t.Errorf("inv-a summary = %+v", got[2])
+	if got[3].Trigger != "api" || got[3].Version != "$LATEST" || !got[3].Started.Equal(at(0)) || !got[3].Updated.Equal(at(25)) {
+		t.Errorf("inv-a summary = %+v", got[3])
 	}
-	if got[1].Duration.D() != 3*time.Millisecond {
-		t.Errorf("inv-b duration = %s", got[1].Duration.D())
+	if got[2].Duration.D() != 3*time.Millisecond {
+		t.Errorf("inv-b duration = %s", got[2].Duration.D())
 	}
-	if top, _ := r.List(ctx, "default", "alpha", 1); len(top) != 1 || top[0].ID != "inv-c" {
+	if got[0].Trigger != "api" || !got[0].Updated.Equal(at(52)) {
+		t.Errorf("inv-d summary = %+v", got[0])
+	}
+	if top, _ := r.List(ctx, "default", "alpha", 1); len(top) != 1 || top[0].ID != "inv-d" {
 		t.Errorf("limit 1 = %+v", top)
 	}
 	if none, err := r.List(ctx, "default", "nobody", 10); err != nil || len(none) != 0 {
