@@ -88,6 +88,7 @@ func runInit() error {
 	if err := dropBoundingSet(); err != nil {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
+	warmSpecDecoder()
 	if _, err := unix.Write(statusFD, []byte{readyByte}); err != nil {
 		return fmt.Errorf("sandbox init: report ready: %w", err)
 	}
@@ -122,6 +123,15 @@ func runInit() error {
 	}
 	err = syscall.Exec(s.Argv[0], s.Argv, s.Env)
 	return fmt.Errorf("exec %s: %w", s.Argv[0], err)
+}
+
+// warmSpecDecoder decodes a made-up run spec while the sandbox is only
+// prepared. The first decode of a type in a process builds encoding/json's
+// field cache and faults in its code: 0.1-0.2 ms here that a start would
+// otherwise pay after the spec arrives.
+func warmSpecDecoder() {
+	var s runSpec
+	_ = json.Unmarshal([]byte(`{"ID":"i","Targets":["/var/task"],"Argv":["/var/task/bootstrap"],"Env":["A=B"],"Dir":"/var/task","TmpMB":1}`), &s)
 }
 
 const (
