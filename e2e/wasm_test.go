@@ -62,6 +62,11 @@ func TestWasm(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), "POST /") {
 			t.Fatalf("invoke hello-reactor: %d %q", resp.StatusCode, body)
 		}
+		// A wasm function takes any bytes, not only JSON.
+		resp, body = s.do("POST", "/v1/functions/hello-wasm/invoke", strings.NewReader("plain text, not JSON"), true)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "body=plain text, not JSON") {
+			t.Fatalf("invoke hello-wasm with plain text: %d %q", resp.StatusCode, body)
+		}
 	})
 
 	t.Run("a command module starts fresh on every request", func(t *testing.T) {

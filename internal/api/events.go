@@ -40,6 +40,9 @@ func (a *API) invokeAsync(w http.ResponseWriter, r *http.Request, name, qualifie
 	if int64(len(payload)) > limit {
 		return fn.TooLarge("async payload is over %d bytes: send less, or invoke synchronously (up to %d bytes)", limit, a.cfg.MaxPayload)
 	}
+	if err := a.checkEvent(r, name, qualifier, payload); err != nil {
+		return err
+	}
 	id, dup, err := a.cfg.Events.Enqueue(r.Context(), async.Event{
 		Tenant: tenant(r), Function: name, Qualifier: qualifier,
 		Payload: payload, IdempotencyKey: key, TraceID: r.Header.Get("X-Amzn-Trace-Id"), Trigger: "api",

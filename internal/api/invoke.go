@@ -48,6 +48,9 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkEvent(r, name, q.Get("qualifier"), payload); err != nil {
+		return err
+	}
 	resp, err := a.cfg.Invoker.Invoke(r.Context(), invoke.Request{
 		Tenant: tenant(r), Function: name, Qualifier: q.Get("qualifier"),
 		Payload: payload, LogTail: logMode == "tail",
@@ -73,6 +76,23 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Content-Type", ct)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(resp.Payload)
+	return nil
+}
+
+// checkEvent refuses a payload that is not JSON for a function that takes
+// Lambda-style events (lambda, node, python), as Lambda answers
+// InvalidRequestContentException: the runtime could only fail it, and an
+// async event would be retried and dead-lettered for nothing. An empty
+// payload is the event {}. http and wasm functions take any bytes. It also
+// answers 404 for an unknown function, version or alias.
+func (a *API) checkEvent(r *http.Request, name, qualifier string, payload []byte) error {
+	rt, err := a.cfg.Invoker.Runtime(r.Context(), tenant(r), name, qualifier)
+	if err != nil {
+		return err
+	}
+	if len(payload) > 0 && rt.EventStyle() && !json.Valid(payload) {
+		return fn.Invalid("the payload is not valid JSON: a %s function takes its event as JSON (http and wasm functions take any bytes)", rt)
+	}
 	return nil
 }
 
