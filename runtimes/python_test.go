@@ -30,6 +30,17 @@ func TestPythonEventDecoding(t *testing.T) {
 	wantJSON(t, in.call(t, ` [2.5, "\u00e9"] `), `[2.5, "é"]`)
 }
 
+// TestPythonFirstEventInvalid sends invalid JSON to a fresh runtime. The C
+// scanner raises its errors through json.decoder, which the bootstrap has
+// not imported then: it must still answer an UnmarshalError, and live on.
+func TestPythonFirstEventInvalid(t *testing.T) {
+	in := start(t, "python", "app.echo")
+	in.ready(t)
+	wantError(t, in.call(t, `{oops`), "Runtime.UnmarshalError",
+		"Unable to unmarshal input: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+	wantJSON(t, in.call(t, `{"after":1}`), `{"after":1}`)
+}
+
 // TestPythonSysPath checks the function's directory comes first, the
 // bootstrap's is gone, and the system's package directory is there.
 func TestPythonSysPath(t *testing.T) {

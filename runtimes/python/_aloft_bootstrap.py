@@ -170,7 +170,10 @@ _WHITESPACE = " \t\n\r"
 
 def loads(data):
     """json.loads for a UTF-8 document, through the C scanner; anything
-    else, and every error (for json's own message), goes to json.loads."""
+    else, and every error (for json's own message), goes to json.loads.
+    The scanner raises most syntax errors through json.decoder, which it
+    only looks up in sys.modules: before json is imported they come out as
+    a SystemError, so that too means "ask json.loads"."""
     try:
         s = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
         s = s.strip(_WHITESPACE)
@@ -178,7 +181,7 @@ def loads(data):
             obj, end = _scan(s, 0)
             if end == len(s):
                 return obj
-    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError, SystemError):
         pass
     import json
 
