@@ -62,4 +62,28 @@ func TestCollectCode(t *testing.T) {
 			t.Errorf("%s exists %v, want %v", name[:8], got, want)
 		}
 	}
+
+	// Compiled WebAssembly modules go with their packages: here an empty
+	// command module, deployed in package b and in package e.
+	module := []byte("\x00asm\x01\x00\x00\x00" +
+		"\x01\x04\x01\x60\x00\x00" + // type: () -> ()
+		"\x03\x02\x01\x00" + // one function of that type
+		"\x07\x0a\x01\x06_start\x00\x00" + // exported as _start
+		"\x0a\x04\x01\x02\x00\x0b") // its body: end
+	for _, p := range []string{sha("b"), sha("e")} {
+		if err := iv.CompileWasm(t.Context(), "f", p, "main.wasm", module); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iv.CollectCode(map[string]bool{sha("b"): true}, time.Hour)
+	if iv.wasm.Module(sha("e")+"/main.wasm") == nil {
+		t.Error("a module compiled within the grace was dropped")
+	}
+	iv.CollectCode(map[string]bool{sha("b"): true}, 0)
+	if iv.wasm.Module(sha("e")+"/main.wasm") != nil {
+		t.Error("the module of an unused package is still compiled")
+	}
+	if iv.wasm.Module(sha("b")+"/main.wasm") == nil {
+		t.Error("the module of a package in use was dropped")
+	}
 }

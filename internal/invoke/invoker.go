@@ -678,22 +678,16 @@ func (iv *Invoker) code(ctx context.Context, sha string) (string, error) {
 // used does not name (see store.CodeInUse), that no cached resolution or
 // pool of this node uses, and that were extracted more than grace ago,
 // and leftovers of extractions that stopped midway. It returns how many
-// copies it deleted.
+// copies it deleted. The WebAssembly modules of such packages are dropped
+// the same way, from memory and from the compilation cache.
 func (iv *Invoker) CollectCode(used map[string]bool, grace time.Duration) int {
+	defer iv.collectWasm(used, grace)
 	ents, err := os.ReadDir(iv.codeRoot)
 	if err != nil {
 		iv.log.Warn("collect extracted code", "error", err)
 		return 0
 	}
-	live := map[string]bool{}
-	iv.mu.RLock()
-	for _, t := range iv.targets {
-		live[t.sha] = true
-	}
-	for _, pe := range iv.pools {
-		live[pe.target.sha] = true
-	}
-	iv.mu.RUnlock()
+	live := iv.liveCode()
 	cutoff := time.Now().Add(-grace)
 	deleted := 0
 	for _, e := range ents {
@@ -724,6 +718,35 @@ func (iv *Invoker) CollectCode(used map[string]bool, grace time.Duration) int {
 		}
 	}
 	return deleted
+}
+
+// collectWasm drops compiled modules of code packages neither used nor
+// live on this node (a module's key is its package's sha256, a slash, and
+// its file).
+func (iv *Invoker) collectWasm(used map[string]bool, grace time.Duration) {
+	live := iv.liveCode()
+	forgotten, deleted := iv.wasm.Collect(func(key string) bool {
+		sha, _, _ := strings.Cut(key, "/")
+		return used[sha] || live[sha]
+	}, grace)
+	if forgotten > 0 || deleted > 0 {
+		iv.log.Info("unused wasm modules collected", "dropped_from_memory", forgotten, "deleted_from_cache", deleted)
+	}
+}
+
+// liveCode is the code packages a cached resolution or a pool of this node
+// uses.
+func (iv *Invoker) liveCode() map[string]bool {
+	live := map[string]bool{}
+	iv.mu.RLock()
+	defer iv.mu.RUnlock()
+	for _, t := range iv.targets {
+		live[t.sha] = true
+	}
+	for _, pe := range iv.pools {
+		live[pe.target.sha] = true
+	}
+	return live
 }
 
 func (iv *Invoker) extract(ctx context.Context, sha, dir string) error {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"aloft/internal/fn"
 
@@ -56,13 +57,14 @@ type CacheStats struct {
 // module and every memory cap: the cap is enforced per instance by the
 // memory allocator (see memory.go), so one compiled module serves all.
 type Engine struct {
-	log      *slog.Logger
-	cache    wazero.CompilationCache
-	cacheDir string // wazero's versioned subdirectory of Config.CacheDir, or ""
-	codeDir  string // rewritten modules (runnable), in Config.CacheDir, or ""
-	rt       wazero.Runtime
+	log       *slog.Logger
+	cache     wazero.CompilationCache
+	cacheDir  string // wazero's versioned subdirectory of Config.CacheDir, or "" (see wazeroDir)
+	codeDir   string // rewritten modules (runnable), in Config.CacheDir, or ""
+	recordDir string // what each module left in the cache (collect.go), or ""
+	rt        wazero.Runtime
 
-	compileMu sync.Mutex // serializes compiles, so cache-file counting is exact
+	compileMu sync.Mutex // serializes compiles, so the files a compile adds are its own
 
 	mu      sync.Mutex
 	modules map[string]*entry
@@ -76,6 +78,7 @@ type entry struct {
 	done chan struct{}
 	mod  *Module
 	err  error
+	at   time.Time // when the compile finished
 }
 
 // New starts an Engine. Close releases it.
@@ -92,15 +95,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 		e.cache = c
 		e.codeDir = filepath.Join(cfg.CacheDir, fmt.Sprintf("aloft-rewritten-v%d", rewriteVersion))
-		if err := os.MkdirAll(e.codeDir, 0o700); err != nil {
-			_ = c.Close(ctx)
-			return nil, fmt.Errorf("open wasm compilation cache: %w", err)
+		e.recordDir = filepath.Join(cfg.CacheDir, fmt.Sprintf("aloft-records-v%d", recordVersion))
+		for _, d := range []string{e.codeDir, e.recordDir} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				_ = c.Close(ctx)
+				return nil, fmt.Errorf("open wasm compilation cache: %w", err)
+			}
 		}
-		// wazero keeps its files in one versioned subdirectory.
-		dirs, _ := filepath.Glob(filepath.Join(cfg.CacheDir, "wazero-*"))
-		if len(dirs) == 1 {
-			e.cacheDir = dirs[0]
-		}
+		e.wazeroDir() // wazero keeps its files in one versioned subdirectory
 	} else {
 		e.cache = wazero.NewCompilationCache()
 	}
@@ -174,9 +176,7 @@ func (e *Engine) Forget(key string) {
 	}
 	select {
 	case <-en.done:
-		if en.mod != nil {
-			_ = en.mod.compiled.Close(context.Background())
-		}
+		closeCompiled(en.mod)
 	default: // the compile in flight sees it was forgotten and closes it
 	}
 }
@@ -213,7 +213,7 @@ func (e *Engine) Compile(ctx context.Context, key string, wasm []byte) (*Module,
 		_ = mod.compiled.Close(ctx)
 		mod, err = nil, fmt.Errorf("compile wasm %s: forgotten while compiling", key)
 	}
-	en.mod, en.err = mod, err
+	en.mod, en.err, en.at = mod, err, time.Now()
 	e.mu.Unlock()
 	close(en.done)
 	return mod, err
@@ -222,8 +222,9 @@ func (e *Engine) Compile(ctx context.Context, key string, wasm []byte) (*Module,
 func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module, error) {
 	e.compileMu.Lock()
 	defer e.compileMu.Unlock()
-	before := e.cacheFiles()
-	code, kept, err := e.runnable(wasm)
+	before := e.cacheNames()
+	name := rewriteName(wasm)
+	code, kept, err := e.runnable(wasm, name)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +236,7 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 		// The kept rewrite is damaged: rewrite again.
 		e.log.Warn("a kept rewritten wasm module does not compile; rewriting it", "module", key, "error", err)
 		_ = os.Remove(kept)
-		if code, _, err = e.runnable(wasm); err != nil {
+		if code, _, err = e.runnable(wasm, name); err != nil {
 			return nil, err
 		}
 		cm, err = e.rt.CompileModule(ctx, code)
@@ -243,12 +244,14 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 	if err != nil {
 		return nil, fn.Invalid("the code is not a valid WebAssembly module: %v", err)
 	}
-	fromCache := e.cacheDir != "" && e.cacheFiles() == before
+	after := e.cacheNames()
+	fromCache := before != nil && len(after) == len(before)
 	kind, err := classify(cm)
 	if err != nil {
 		_ = cm.Close(ctx)
 		return nil, err
 	}
+	e.remember(key, name, before)
 	e.mu.Lock()
 	if fromCache {
 		e.stats.FromCache++
@@ -267,12 +270,12 @@ const rewriteVersion = 1
 // runnable returns the module as Aloft runs it: data coalesced
 // (coalesce.go) and loops made interruptible (interrupt.go). With an
 // on-disk cache the result is kept there by the module's sha256: a restart
-// then skips the rewrites, about 45 ms of a Go module's reload. kept is
-// the file the result was read from, if it was.
-func (e *Engine) runnable(wasm []byte) (code []byte, kept string, err error) {
+// then skips the rewrites, about 45 ms of a Go module's reload. name is
+// rewriteName(wasm); kept is the file the result was read from, if it was.
+func (e *Engine) runnable(wasm []byte, name string) (code []byte, kept string, err error) {
 	var path string
 	if e.codeDir != "" {
-		path = filepath.Join(e.codeDir, fmt.Sprintf("%x.wasm", sha256.Sum256(wasm)))
+		path = filepath.Join(e.codeDir, name)
 		if b, err := os.ReadFile(path); err == nil {
 			return b, path, nil
 		}
@@ -287,6 +290,11 @@ func (e *Engine) runnable(wasm []byte) (code []byte, kept string, err error) {
 		}
 	}
 	return code, "", nil
+}
+
+// rewriteName is the file name of wasm's rewrite in codeDir.
+func rewriteName(wasm []byte) string {
+	return fmt.Sprintf("%x.wasm", sha256.Sum256(wasm))
 }
 
 // writeWhole writes b to path whole or not at all (through a temporary
@@ -307,20 +315,6 @@ func writeWhole(path string, b []byte) error {
 		_ = os.Remove(tmp.Name())
 	}
 	return err
-}
-
-// cacheFiles counts the entries of the on-disk cache; a compile that adds
-// none was served from it. Compiles are serialized, so the count is exact
-// as long as one Engine uses the directory at a time.
-func (e *Engine) cacheFiles() int {
-	if e.cacheDir == "" {
-		return 0
-	}
-	ents, err := os.ReadDir(e.cacheDir)
-	if err != nil {
-		return -1
-	}
-	return len(ents)
 }
 
 // classify checks the imports and detects the kind from the exports.
