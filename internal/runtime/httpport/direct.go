@@ -45,11 +45,18 @@ const maxResponseHead = 1 << 20
 
 // pconn is a kept-alive connection to the instance.
 type pconn struct {
-	c  net.Conn
-	lr *io.LimitedReader // under br: bounds a response head
-	br *bufio.Reader
-	bw *bufio.Writer
+	c    net.Conn
+	lr   *io.LimitedReader // under br: bounds a response head
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	idle time.Time // when it was put back in the pool
 }
+
+// freshIdle is how long a connection can have been idle and still be used
+// without looking whether the instance closed it. Servers close idle
+// connections after seconds (Node after 5, gunicorn after 2); under load a
+// connection comes back within milliseconds, and the look is a system call.
+const freshIdle = 50 * time.Millisecond
 
 func newPconn(c net.Conn) *pconn {
 	lr := &io.LimitedReader{R: c, N: math.MaxInt64}
@@ -78,7 +85,7 @@ func (cs *conns) get() *pconn {
 		cs.mu.Unlock()
 		// Servers close idle connections (Node's after 5 s): look before
 		// sending, as http.Transport's reader would have noticed.
-		if idleOpen(pc.c) {
+		if time.Since(pc.idle) < freshIdle || idleOpen(pc.c) {
 			return pc
 		}
 		_ = pc.c.Close()
@@ -86,6 +93,7 @@ func (cs *conns) get() *pconn {
 }
 
 func (cs *conns) put(pc *pconn) {
+	pc.idle = time.Now()
 	cs.mu.Lock()
 	if !cs.closed && len(cs.idle) < cs.max {
 		cs.idle = append(cs.idle, pc)

@@ -170,7 +170,7 @@ func TestDirectResendsOnStaleConnection(t *testing.T) {
 		if resp, body := get(t, front.Client(), "GET", front.URL+path, nil); resp.StatusCode != 200 || body != path {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // longer than freshIdle: the proxy looks
 	}
 	if n := dials.Load(); n != 3 {
 		t.Errorf("%d dials, want 3 (one per request: each kept connection was dead)", n)
@@ -241,7 +241,7 @@ func TestDirectNoticesClosedIdleConnection(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	s.Config.IdleTimeout = 50 * time.Millisecond // as Node closes idle connections after 5 s
+	s.Config.IdleTimeout = 60 * time.Millisecond // as Node closes idle connections after 5 s; over freshIdle
 	s.Start()
 	t.Cleanup(s.Close)
 	front, dials := proxyTo(t, strings.TrimPrefix(s.URL, "http://"))
