@@ -362,6 +362,16 @@ functions:
 		wantError(t, "send to a missing queue", resp, body, 404, "missing")
 		resp, body = s.do("DELETE", "/v1/queues/jobs", nil, true)
 		wantError(t, "delete a queue in use", resp, body, 409, "worker")
+		resp, body = s.do("PUT", "/v1/queues/settled", strings.NewReader(`{"retention":"1h"}`), true, "Content-Type", "application/json")
+		wantError(t, "a queue with settings", resp, body, 400, "no settings")
+		resp, body = s.do("GET", "/v1/queues/settled", nil, true)
+		wantError(t, "the queue refused", resp, body, 404, "settled")
+		resp, body = s.do("PUT", "/v1/queues/plain", strings.NewReader(`{}`), true, "Content-Type", "application/json")
+		if resp.StatusCode != 201 {
+			t.Errorf("create a queue with the body {}: %d %s", resp.StatusCode, body)
+		}
+		resp, body = s.do("PUT", "/v1/functions/worker", strings.NewReader(`{"name":"worker","runtime":"lambda","env":{"A":"x\u0000y"}}`), true, "Content-Type", "application/json")
+		wantError(t, "a NUL byte in an env value", resp, body, 400, "NUL")
 		for _, tc := range []struct{ what, cfg, want string }{
 			{"a bad schedule", `"events":[{"schedule":"rate(0 minutes)"}]`, "rate"},
 			{"a missing queue", `"events":[{"queue":"nowhere"}]`, "nowhere"},

@@ -204,6 +204,15 @@ func (a *API) putQueue(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// A queue has no settings: a body naming some would be ignored, and
+	// mislead, so anything but nothing or {} is refused.
+	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		return fn.Invalid("reading the body: %v", err)
+	}
+	if b = bytes.TrimSpace(b); len(b) > 0 && string(b) != "{}" {
+		return fn.Invalid("a queue has no settings: send no body, or {}")
+	}
 	q, created, err := a.cfg.Events.Queues().Create(r.Context(), tenant(r), name)
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		{"scale min above max", func(c *Config) { c.Scale.Min = 5; c.Scale.Max = 2 }, []string{"scale min 5 / max 2"}},
 		{"reserved env", func(c *Config) { c.Env = map[string]string{"AWS_LAMBDA_RUNTIME_API": "x"} }, []string{"reserved"}},
 		{"bad env name", func(c *Config) { c.Env = map[string]string{"1X": "x"} }, []string{`env name "1X"`}},
+		{"NUL in an env value", func(c *Config) { c.Env = map[string]string{"A": "x\x00y"} }, []string{"env A: the value holds a NUL byte"}},
 		{"bad route", func(c *Config) { c.Routes = []string{"/v1/x"} }, []string{"belong to Aloft"}},
 		{"handler escapes", func(c *Config) { c.Handler = "../bin/sh" }, []string{"handler"}},
 		{"every problem at once", func(c *Config) { c.MemoryMB = 1; c.Name = "X" }, []string{"memory 1 MB", "function name"}},

@@ -197,6 +197,9 @@ func (c *Config) Validate() error {
 		if reservedEnv[k] {
 			add("env name %q is reserved: Aloft sets it", k)
 		}
+		if strings.IndexByte(c.Env[k], 0) >= 0 {
+			add("env %s: the value holds a NUL byte, which no process environment can carry", k)
+		}
 		size += len(k) + len(c.Env[k])
 	}
 	if size > maxEnvBytes {
