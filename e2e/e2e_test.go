@@ -331,6 +331,32 @@ func TestPlatform(t *testing.T) {
 		}
 	})
 
+	t.Run("a bootstrap that cannot run is a function error", func(t *testing.T) {
+		for _, tc := range []struct{ name, body, want string }{
+			{"not-a-program", "just text\n", "neither a Linux executable"},
+			{"no-interpreter", "#!/no/such/shell\necho hi\n", "interpreter"},
+		} {
+			resp, body := deployRaw(t, s, tc.name, `{"runtime":"lambda"}`, zipExecutable(t, "bootstrap", tc.body))
+			if resp.StatusCode != 201 {
+				t.Fatalf("deploy %s: %d %s", tc.name, resp.StatusCode, body)
+			}
+			resp, body = s.invoke(tc.name, map[string]string{}, "")
+			var e struct {
+				Type    string `json:"errorType"`
+				Message string `json:"errorMessage"`
+			}
+			if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") == "" || json.Unmarshal(body, &e) != nil ||
+				e.Type != "Runtime.InvalidEntrypoint" || !strings.Contains(e.Message, tc.want) {
+				t.Errorf("invoke %s: %d %s, want a Runtime.InvalidEntrypoint function error saying %q", tc.name, resp.StatusCode, body, tc.want)
+			}
+			// Over HTTP, as API Gateway answers for a function error.
+			resp, body = s.do("GET", "/fn/"+tc.name+"/", nil, false)
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("GET /fn/%s/: %d %s, want 502", tc.name, resp.StatusCode, body)
+			}
+		}
+	})
+
 	t.Run("a config change reaches new instances", func(t *testing.T) {
 		envOf := func() string {
 			_, body := s.invoke("probe", map[string]string{"op": "env"}, "")
@@ -404,6 +430,24 @@ func zipOf(t *testing.T, files map[string]string) []byte {
 		}
 		io.WriteString(w, content)
 	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// zipExecutable is a zip of one executable file.
+func zipExecutable(t *testing.T, name, content string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	h := &zip.FileHeader{Name: name, Method: zip.Deflate}
+	h.SetMode(0o755)
+	w, err := zw.CreateHeader(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, content)
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,11 @@ import (
 	"math"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"aloft/internal/fn"
@@ -66,6 +68,20 @@ type startError struct {
 
 func (e *startError) Error() string { return "instance start failed: " + string(e.payload) }
 
+// execHint says what to fix when the function's program could not be
+// executed.
+func execHint(errno syscall.Errno) string {
+	switch errno {
+	case syscall.ENOEXEC:
+		return "it is neither a Linux executable for " + runtime.GOARCH + " nor a script starting with #!"
+	case syscall.ENOENT:
+		return "the interpreter its #! line names, or the dynamic loader it needs, is not in the sandbox (build a static binary, or name an interpreter under /usr)"
+	case syscall.EACCES:
+		return "it, or the interpreter its #! line names, is not executable"
+	}
+	return "the program cannot be run"
+}
+
 // startInstance starts one instance of t and returns when it is ready.
 func (iv *Invoker) startInstance(ctx context.Context, t *target) (*instance, error) {
 	codeDir, err := iv.code(ctx, t.sha)
@@ -90,6 +106,14 @@ func (iv *Invoker) startInstance(ctx context.Context, t *target) (*instance, err
 	sb, err := iv.cfg.Executor.Start(ctx, spec)
 	if err != nil {
 		in.cancel()
+		var xe *sandbox.ExecError
+		if errors.As(err, &xe) && (t.cfg.Runtime == fn.RuntimeLambda || t.cfg.Runtime == fn.RuntimeHTTP) {
+			// The function's own program cannot run: its fault, reported
+			// as Lambda reports it, not a server error.
+			msg := xe.Error() + ": " + execHint(xe.Err)
+			in.sink.platform("", "INIT_REPORT Status: error Error Type: Runtime.InvalidEntrypoint "+msg)
+			return nil, &startError{errType: "Runtime.InvalidEntrypoint", payload: fn.ErrorPayload("Runtime.InvalidEntrypoint", msg)}
+		}
 		return nil, fmt.Errorf("start instance of %s: %w", t.name, err)
 	}
 	in.sb = sb

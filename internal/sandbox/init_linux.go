@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +57,7 @@ func MaybeRunInit() (code int, ok bool) {
 	runtime.LockOSThread() // pdeathsig and exec must happen on one thread
 	err := runInit()
 	status := os.NewFile(statusFD, "status")
-	_, _ = status.WriteString(err.Error())
+	_, _ = status.WriteString(statusMessage(err))
 	return 127, true
 }
 
@@ -122,7 +124,35 @@ func runInit() error {
 		return fmt.Errorf("sandbox init: %w", err)
 	}
 	err = syscall.Exec(s.Argv[0], s.Argv, s.Env)
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return &ExecError{Path: s.Argv[0], Err: errno}
+	}
 	return fmt.Errorf("exec %s: %w", s.Argv[0], err)
+}
+
+// execFailed starts the status message of an exec that failed:
+// execFailed, the errno in decimal, a space, the program's path.
+const execFailed = "exec failed: "
+
+// statusMessage is how the init reports err to the executor.
+func statusMessage(err error) string {
+	var xe *ExecError
+	if errors.As(err, &xe) {
+		return execFailed + strconv.Itoa(int(xe.Err)) + " " + xe.Path
+	}
+	return err.Error()
+}
+
+// statusError is the error the executor makes of the init's message.
+func statusError(msg string) error {
+	if rest, ok := strings.CutPrefix(msg, execFailed); ok {
+		num, path, _ := strings.Cut(rest, " ")
+		if n, err := strconv.Atoi(num); err == nil && n > 0 && path != "" {
+			return &ExecError{Path: path, Err: syscall.Errno(n)}
+		}
+	}
+	return errors.New(msg)
 }
 
 // warmSpecDecoder decodes a made-up run spec while the sandbox is only

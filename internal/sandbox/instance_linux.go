@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -271,7 +272,7 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	case err != nil:
 		return fmt.Errorf("read sandbox status: %w", err)
 	case len(msg) > 0:
-		return errors.New(string(msg))
+		return statusError(string(msg))
 	}
 	return nil
 }
@@ -475,6 +476,11 @@ func (e *Executor) startInsecure(spec Spec) (*Instance, error) {
 	if err := e.launch(i, cmd, p.outW, p.errW); err != nil {
 		i.copies.Wait() // launch closed both ends of the pipes
 		closeListener(i.ln)
+		var pe *fs.PathError
+		var errno syscall.Errno
+		if errors.As(err, &pe) && pe.Op == "fork/exec" && errors.As(pe.Err, &errno) {
+			err = &ExecError{Path: spec.Argv[0], Err: errno}
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.ID, err)
 	}
 	return i, nil

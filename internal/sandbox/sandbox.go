@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 )
 
 // Config configures an Executor. The zero value of every field but StateDir
@@ -55,6 +56,19 @@ func CheckEgressSubnet(p netip.Prefix) error {
 // Mount is an extra read-only bind mount of host path Source at Target
 // inside the sandbox.
 type Mount struct{ Source, Target string }
+
+// ExecError is a Start that failed because the function's program could
+// not be executed: a file that is no executable for this machine, a
+// missing #! interpreter or dynamic loader. It is the function's fault,
+// not the sandbox's; the instance never ran.
+type ExecError struct {
+	Path string        // the program, as the function sees it
+	Err  syscall.Errno // what execve answered
+}
+
+func (e *ExecError) Error() string { return "exec " + e.Path + ": " + e.Err.Error() }
+
+func (e *ExecError) Unwrap() error { return e.Err }
 
 // Spec describes one instance to start.
 type Spec struct {

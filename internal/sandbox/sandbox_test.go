@@ -5,6 +5,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +234,54 @@ func TestStartErrors(t *testing.T) {
 	spec.CodeDir = hidden
 	if _, err := e.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "not searchable") {
 		t.Errorf("unreachable code dir: err = %v", err)
+	}
+}
+
+// TestExecErrors: a program that cannot be executed is an *ExecError
+// with execve's errno, sandboxed and not, so the caller can blame the
+// function rather than the sandbox.
+func TestExecErrors(t *testing.T) {
+	dir, err := os.MkdirTemp(testDir, "badcode-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"text":   "not a program\n",
+		"script": "#!/no/such/interpreter\necho hi\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cfg := range []Config{{}, {Insecure: true}} {
+		e := newExecutor(t, cfg)
+		for _, tc := range []struct {
+			prog string
+			want syscall.Errno
+		}{
+			{"/var/task/text", syscall.ENOEXEC},
+			{"/var/task/script", syscall.ENOENT},
+			{"/var/task/missing", syscall.ENOENT},
+		} {
+			spec := probeSpec()
+			spec.CodeDir, spec.Argv = dir, []string{tc.prog}
+			_, err := e.Start(context.Background(), spec)
+			var xe *ExecError
+			if !errors.As(err, &xe) || xe.Err != tc.want || xe.Path != tc.prog {
+				t.Errorf("insecure=%v %s: err = %v, want an ExecError %v", cfg.Insecure, tc.prog, err, tc.want)
+			}
+		}
+	}
+	// The status message round trip, and a message that only looks like one.
+	if err := statusError(statusMessage(&ExecError{Path: "/var/task/a b", Err: syscall.EACCES})); err.Error() != "exec /var/task/a b: permission denied" {
+		t.Errorf("round trip: %v", err)
+	}
+	var xe *ExecError
+	if err := statusError(execFailed + "x /p"); errors.As(err, &xe) {
+		t.Errorf("a malformed message became %#v", xe)
 	}
 }
 
