@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -419,35 +420,29 @@ func deployRaw(t *testing.T, s *server, name, config string, code []byte) (*http
 	return s.do("PUT", "/v1/functions/"+name, &buf, true, "Content-Type", mw.FormDataContentType())
 }
 
-func zipOf(t *testing.T, files map[string]string) []byte {
+func zipOf(t *testing.T, files map[string]string) []byte { return zipFiles(t, files, 0) }
+
+// zipExecutable is a zip of one executable file.
+func zipExecutable(t *testing.T, name, content string) []byte {
+	return zipFiles(t, map[string]string{name: content}, 0o755)
+}
+
+// zipFiles zips files, with mode when it is not 0 (else with none).
+func zipFiles(t *testing.T, files map[string]string, mode fs.FileMode) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for name, content := range files {
-		w, err := zw.Create(name)
+		h := &zip.FileHeader{Name: name, Method: zip.Deflate}
+		if mode != 0 {
+			h.SetMode(mode)
+		}
+		w, err := zw.CreateHeader(h)
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.WriteString(w, content)
 	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// zipExecutable is a zip of one executable file.
-func zipExecutable(t *testing.T, name, content string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	h := &zip.FileHeader{Name: name, Method: zip.Deflate}
-	h.SetMode(0o755)
-	w, err := zw.CreateHeader(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(w, content)
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
