@@ -23,8 +23,10 @@
 //	}
 //
 // In the parent MaybeRunInit returns at once (ok == false). In the init it
-// only returns if the setup failed (the error has been reported to the
-// executor); on success it execs the function and never returns.
+// returns if the setup failed (the error has been reported to the
+// executor), or once the function has ended: the init starts the function
+// as its child and stays as the instance's process 1, reaping every
+// process the function leaves behind, and reports how the function ended.
 //
 // Files handed to an instance (Spec.CodeDir, Spec.Mounts sources, and
 // Config.StateDir with every parent directory) must be reachable by the

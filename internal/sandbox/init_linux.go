@@ -47,88 +47,153 @@ type runSpec struct {
 
 // MaybeRunInit runs the sandbox init if this process was started as one and
 // reports ok == true; the caller must then exit with code. It returns
-// (0, false) at once in any other process. On success the init execs the
-// function and never returns; code is nonzero after a failure, which has
-// already been reported to the executor.
+// (0, false) at once in any other process. The init starts the function as
+// its child and stays, as the instance's process 1, to reap every process
+// the function leaves behind; it returns when the function has exited,
+// with its exit code. A failure has been reported to the executor, and
+// code is then nonzero too.
 func MaybeRunInit() (code int, ok bool) {
 	if len(os.Args) != 2 || os.Args[1] != initArg {
 		return 0, false
 	}
-	runtime.LockOSThread() // pdeathsig and exec must happen on one thread
-	err := runInit()
+	runtime.LockOSThread() // credentials, seccomp and pdeathsig are this thread's
 	status := os.NewFile(statusFD, "status")
-	_, _ = status.WriteString(statusMessage(err))
-	return 127, true
+	pid, err := runInit()
+	if err != nil {
+		_, _ = status.WriteString(statusMessage(err))
+		return 127, true
+	}
+	if _, err := status.Write([]byte{startedByte}); err != nil {
+		return 127, true
+	}
+	// The init's other threads keep the credentials they built the
+	// sandbox with (only this thread dropped them, see dropPrivileges):
+	// it runs no code of the function's and can be neither traced (seccomp)
+	// nor read (not dumpable) from the function, which can at most signal
+	// it, ending its own instance.
+	return reapChildren(status, pid), true
 }
 
-func runInit() error {
+// startedByte is what the init writes on the status pipe once the
+// function runs; its exit follows as "exit N" or "signal N".
+const startedByte = 0x01
+
+// reapChildren waits for the init's children, the function and every
+// process the function left that the kernel hands to process 1, until the
+// function exits. It writes the function's end on status and returns the
+// init's exit code; leaving, the init takes what is left of the instance
+// with it (the kernel kills the rest of its PID namespace).
+func reapChildren(status *os.File, pid int) int {
+	for {
+		var ws syscall.WaitStatus
+		wpid, err := syscall.Wait4(-1, &ws, 0, nil)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			_, _ = status.WriteString("exit 127")
+			return 127
+		case wpid != pid:
+			continue // an orphan: reaped, so that no zombie fills the pids limit
+		case ws.Signaled():
+			_, _ = status.WriteString("signal " + strconv.Itoa(int(ws.Signal())))
+			return 128 + int(ws.Signal())
+		default:
+			_, _ = status.WriteString("exit " + strconv.Itoa(ws.ExitStatus()))
+			return ws.ExitStatus()
+		}
+	}
+}
+
+// functionExit reads the end the init reported for the function: "exit N"
+// or "signal N".
+func functionExit(msg string) (ExitStatus, bool) {
+	kind, num, _ := strings.Cut(msg, " ")
+	n, err := strconv.Atoi(num)
+	switch {
+	case err != nil:
+		return ExitStatus{}, false
+	case kind == "exit":
+		return ExitStatus{Code: n}, true
+	case kind == "signal" && n > 0:
+		return ExitStatus{Code: -1, Signal: unix.SignalName(syscall.Signal(n))}, true
+	}
+	return ExitStatus{}, false
+}
+
+func runInit() (int, error) {
 	specf := os.NewFile(specFD, "spec")
 	dec := json.NewDecoder(specf)
 	var l layout
 	if err := dec.Decode(&l); err != nil {
-		return fmt.Errorf("sandbox init: read layout: %w", err)
+		return 0, fmt.Errorf("sandbox init: read layout: %w", err)
 	}
 	for fd := statusFD + 1; fd <= statusFD+l.TasksFDs; fd++ {
 		if _, err := unix.Write(fd, []byte("0")); err != nil {
-			return fmt.Errorf("sandbox init: join cgroup: %w", err)
+			return 0, fmt.Errorf("sandbox init: join cgroup: %w", err)
 		}
 		_ = unix.Close(fd)
 	}
 	if err := mountBase(l); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := enterRoot(l.Root); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	prepared, start, err := seccompPrograms()
 	if err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := loadSeccomp(prepared); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := dropBoundingSet(); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	warmSpecDecoder()
 	if _, err := unix.Write(statusFD, []byte{readyByte}); err != nil {
-		return fmt.Errorf("sandbox init: report ready: %w", err)
+		return 0, fmt.Errorf("sandbox init: report ready: %w", err)
 	}
 	trees, err := recvTrees()
 	if err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	var s runSpec
 	if err := json.NewDecoder(io.MultiReader(dec.Buffered(), specf)).Decode(&s); err != nil {
-		return fmt.Errorf("sandbox init: read spec: %w", err)
+		return 0, fmt.Errorf("sandbox init: read spec: %w", err)
 	}
 	_ = specf.Close()
 	if err := mountTask(s, trees); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := unix.Sethostname([]byte(s.ID)); err != nil {
-		return fmt.Errorf("sandbox init: set hostname: %w", err)
+		return 0, fmt.Errorf("sandbox init: set hostname: %w", err)
 	}
 	if err := os.Chdir(s.Dir); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	if err := dropPrivileges(); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
 	// Changing credentials cleared the parent-death signal: set it again.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		return fmt.Errorf("sandbox init: set pdeathsig: %w", err)
+		return 0, fmt.Errorf("sandbox init: set pdeathsig: %w", err)
 	}
 	syscall.CloseOnExec(statusFD)
 	if err := loadSeccomp(start); err != nil {
-		return fmt.Errorf("sandbox init: %w", err)
+		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
-	err = syscall.Exec(s.Argv[0], s.Argv, s.Env)
+	// From this thread, so the function has its credentials and filters;
+	// a vfork: the init's memory is not copied, nor torn down at the exec.
+	pid, err := syscall.ForkExec(s.Argv[0], s.Argv, &syscall.ProcAttr{Env: s.Env, Files: []uintptr{0, 1, 2}})
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		return &ExecError{Path: s.Argv[0], Err: errno}
+		return 0, &ExecError{Path: s.Argv[0], Err: errno}
 	}
-	return fmt.Errorf("exec %s: %w", s.Argv[0], err)
+	if err != nil {
+		return 0, fmt.Errorf("exec %s: %w", s.Argv[0], err)
+	}
+	return pid, nil
 }
 
 // execFailed starts the status message of an exec that failed:

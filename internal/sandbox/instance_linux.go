@@ -47,6 +47,7 @@ type Instance struct {
 	killed    bool
 	exited    bool
 	streaming bool
+	started   bool // the init reported the function running; it reports its end too
 }
 
 // ID returns the instance id.
@@ -263,18 +264,35 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 	}
 	i.renameCgroup()
 	stop := context.AfterFunc(ctx, func() { _ = i.statusR.SetReadDeadline(time.Unix(1, 0)) })
-	msg, err := io.ReadAll(i.statusR)
-	stop()
+	var b [1]byte
+	_, err = io.ReadFull(i.statusR, b[:])
+	if stop() && err == nil && b[0] == startedByte {
+		// The status pipe stays open: reap reads the function's end,
+		// unless it has already reaped the init (a function that ended
+		// at once), and then its exit code stands.
+		i.mu.Lock()
+		i.started = !i.exited
+		i.mu.Unlock()
+		if !i.started {
+			_ = i.statusR.Close()
+		}
+		return nil
+	}
+	var msg []byte
+	if err == nil {
+		rest, _ := io.ReadAll(i.statusR)
+		msg = append(b[:], rest...)
+	}
 	_ = i.statusR.Close()
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case errors.Is(err, io.EOF):
+		return errors.New("the sandbox init ended before it started the function")
 	case err != nil:
 		return fmt.Errorf("read sandbox status: %w", err)
-	case len(msg) > 0:
-		return statusError(string(msg))
 	}
-	return nil
+	return statusError(string(msg))
 }
 
 // awaitReady waits until the init has built the base root and waits for
@@ -380,7 +398,7 @@ func (i *Instance) reap() {
 	}
 	i.mu.Lock()
 	i.exited = true
-	streaming := i.streaming
+	streaming, started := i.streaming, i.started
 	ln, nsFD, link := i.ln, i.nsFD, i.link
 	i.nsFD, i.link = -1, nil
 	i.mu.Unlock()
@@ -399,6 +417,15 @@ func (i *Instance) reap() {
 		_ = unix.Close(nsFD)
 	}
 	i.exit = exitStatus(i.cmd.ProcessState)
+	if started {
+		// The init reported how the function ended; its own exit only
+		// mirrors that.
+		msg, _ := io.ReadAll(i.statusR)
+		if st, ok := functionExit(string(msg)); ok {
+			i.exit = st
+		}
+		closeFiles(i.statusR)
+	}
 	if i.cg != nil {
 		i.exit.OOMKilled = i.cg.oomKills() > 0
 		i.peak.Store(i.cg.peak())

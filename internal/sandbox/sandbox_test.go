@@ -293,15 +293,21 @@ func TestIdentityAndPrivileges(t *testing.T) {
 		t.Fatalf("exit %s: %s", r.exit, r.stderr)
 	}
 	for _, want := range []string{
-		"uid=1000 gid=1000 groups=[] hostname=" + spec.ID + " pid=1\n",
+		"uid=1000 gid=1000 groups=[] hostname=" + spec.ID + " pid=",
 		"CapInh: 0000000000000000", "CapPrm: 0000000000000000", "CapEff: 0000000000000000",
 		"CapBnd: 0000000000000000", "CapAmb: 0000000000000000",
 		"NoNewPrivs: 1", "Seccomp: 2", "Seccomp_filters: 2",
-		"pids 1\n", // only its own tree: itself
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("missing %q in:\n%s", want, r.stdout)
 		}
+	}
+	// Process 1 is the init, which reaps; the function sees only its own
+	// tree besides.
+	var pid int
+	if _, err := fmt.Sscanf(r.stdout[strings.Index(r.stdout, " pid=")+1:], "pid=%d", &pid); err != nil || pid == 1 ||
+		!strings.Contains(r.stdout, fmt.Sprintf("pids 1,%d\n", pid)) {
+		t.Errorf("want the function as a child of process 1, alone with it:\n%s", r.stdout)
 	}
 }
 
@@ -575,13 +581,24 @@ func TestKillKillsTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pids := pidsInNamespace(t, ns); len(pids) != 2 {
-		t.Fatalf("pids in the instance's namespace: %v, want the probe and its detached grandchild", pids)
+	if pids := pidsInNamespace(t, ns); len(pids) != 3 {
+		t.Fatalf("pids in the instance's namespace: %v, want the init, the probe and its detached grandchild", pids)
 	}
 	inst.Kill()
 	waitDone(t, inst)
 	if pids := pidsInNamespace(t, ns); len(pids) != 0 {
 		t.Errorf("survivors after Kill: %v", pids)
+	}
+}
+
+// TestOrphansReaped: processes a function leaves behind go to process 1,
+// the init, which reaps them; a function that is process 1 itself would
+// keep them as zombies until the pids limit refuses it a fork.
+func TestOrphansReaped(t *testing.T) {
+	e := newExecutor(t, Config{})
+	r := runOnce(t, e, probeSpec("orphans"))
+	if r.exit.Code != 0 || r.stdout != "zombies 0\n" {
+		t.Errorf("%s: %q %q", r.exit, r.stdout, r.stderr)
 	}
 }
 

@@ -75,6 +75,8 @@ func run(args []string) error {
 		return spawn()
 	case "tree":
 		return tree()
+	case "orphans":
+		return orphans()
 	case "sleep":
 		time.Sleep(time.Hour)
 	case "detached":
@@ -146,6 +148,30 @@ func tree() error {
 	}
 	fmt.Println("tree ready")
 	time.Sleep(time.Hour)
+	return nil
+}
+
+// orphans leaves 20 processes that exit at once to process 1, as a shell
+// running "cmd &" does, then counts the zombies in its namespace.
+func orphans() error {
+	if len(os.Args) > 2 && os.Args[2] == "child" {
+		return exec.Command("/proc/self/exe", "exit", "0").Start() // and leave it
+	}
+	for range 20 {
+		if err := exec.Command("/proc/self/exe", "orphans", "child").Run(); err != nil {
+			return err
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	zombies := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err == nil && strings.Contains(string(b), ") Z ") {
+			zombies++
+		}
+	}
+	fmt.Println("zombies", zombies)
 	return nil
 }
 
