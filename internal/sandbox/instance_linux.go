@@ -271,9 +271,10 @@ func (i *Instance) run(ctx context.Context, spec Spec) error {
 		// unless it has already reaped the init (a function that ended
 		// at once), and then its exit code stands.
 		i.mu.Lock()
-		i.started = !i.exited
+		started := !i.exited
+		i.started = started
 		i.mu.Unlock()
-		if !i.started {
+		if !started {
 			_ = i.statusR.Close()
 		}
 		return nil
