@@ -22,7 +22,7 @@ const initArg = "__aloft_sandbox_init__"
 // File descriptors the executor hands the init.
 const (
 	specFD   = 3 // a Unix socket: the layout as JSON; then treesByte carrying the mounts, and the runSpec as JSON
-	statusFD = 4 // write: readyByte once the root is built and entered, then an error message or EOF at exec
+	statusFD = 4 // write: readyByte once the root is built and entered; then an error message, or startedByte and the function's end
 	// 5...: cgroup v1 tasks files, see cgroup.openTasks
 )
 
@@ -435,8 +435,10 @@ func dropBoundingSet() error {
 //
 // The calls change only the calling thread's credentials (raw syscalls, not
 // Go's all-threads variants, which signal every thread and cost about a
-// millisecond here). That is enough: this thread is locked and is the one
-// that execs, and after execve the process is that single thread.
+// millisecond here). That is enough for the function: this thread is
+// locked and is the one that starts it, and a child has the credentials of
+// the thread that forked it. The init's other threads keep theirs (see
+// MaybeRunInit).
 func dropPrivileges() error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
 		return fmt.Errorf("setgroups: %w", e)
