@@ -162,13 +162,21 @@ func orphans() error {
 			return err
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// A process is a zombie from its exit until it is reaped: look a few
+	// times, so one caught in between does not count.
 	zombies := 0
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err == nil && strings.Contains(string(b), ") Z ") {
-			zombies++
+	for try := 0; try < 40; try++ {
+		time.Sleep(50 * time.Millisecond)
+		zombies = 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err == nil && strings.Contains(string(b), ") Z ") {
+				zombies++
+			}
+		}
+		if zombies == 0 {
+			break
 		}
 	}
 	fmt.Println("zombies", zombies)
