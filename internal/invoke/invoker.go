@@ -681,13 +681,13 @@ func (iv *Invoker) code(ctx context.Context, sha string) (string, error) {
 // copies it deleted. The WebAssembly modules of such packages are dropped
 // the same way, from memory and from the compilation cache.
 func (iv *Invoker) CollectCode(used map[string]bool, grace time.Duration) int {
-	defer iv.collectWasm(used, grace)
+	live := iv.liveCode()
+	defer iv.collectWasm(used, live, grace)
 	ents, err := os.ReadDir(iv.codeRoot)
 	if err != nil {
 		iv.log.Warn("collect extracted code", "error", err)
 		return 0
 	}
-	live := iv.liveCode()
 	cutoff := time.Now().Add(-grace)
 	deleted := 0
 	for _, e := range ents {
@@ -723,8 +723,7 @@ func (iv *Invoker) CollectCode(used map[string]bool, grace time.Duration) int {
 // collectWasm drops compiled modules of code packages neither used nor
 // live on this node (a module's key is its package's sha256, a slash, and
 // its file).
-func (iv *Invoker) collectWasm(used map[string]bool, grace time.Duration) {
-	live := iv.liveCode()
+func (iv *Invoker) collectWasm(used, live map[string]bool, grace time.Duration) {
 	forgotten, deleted := iv.wasm.Collect(func(key string) bool {
 		sha, _, _ := strings.Cut(key, "/")
 		return used[sha] || live[sha]

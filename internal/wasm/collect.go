@@ -1,7 +1,6 @@
 package wasm
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -224,11 +223,4 @@ func removeName(dir, name string) error {
 		return err
 	}
 	return nil
-}
-
-// closeCompiled is Forget's release of a compiled module.
-func closeCompiled(m *Module) {
-	if m != nil {
-		_ = m.compiled.Close(context.Background())
-	}
 }

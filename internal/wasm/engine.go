@@ -176,7 +176,9 @@ func (e *Engine) Forget(key string) {
 	}
 	select {
 	case <-en.done:
-		closeCompiled(en.mod)
+		if en.mod != nil {
+			_ = en.mod.compiled.Close(context.Background())
+		}
 	default: // the compile in flight sees it was forgotten and closes it
 	}
 }
