@@ -149,8 +149,17 @@ func New(ctx context.Context, cfg Config) (*Events, error) {
 }
 
 // Run applies every function's events, starts the components and follows
-// the store until ctx ends; then it stops them and waits for them.
+// the store until ctx ends; then it stops them and waits for them. It
+// returns nil once ctx ends, even when that cut a component's set-up short.
 func (e *Events) Run(ctx context.Context) error {
+	err := e.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (e *Events) run(ctx context.Context) error {
 	defer e.records.Close()
 	changes, err := e.store.Watch(ctx)
 	if err != nil {

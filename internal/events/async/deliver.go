@@ -83,6 +83,9 @@ func (a *Async) Run(ctx context.Context) error {
 	}
 	defer a.running.Store(false)
 	if err := a.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // ended during set-up
+		}
 		return fmt.Errorf("async: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
