@@ -21,10 +21,6 @@ const (
 	longPoll = 10 * time.Second
 	// maxPrefetch bounds the messages a loop fetches ahead of its batches.
 	maxPrefetch = 1000
-	// fillWait bounds how long a batch without a window waits for messages
-	// JetStream reported waiting (the pull brings them, unless another
-	// node's pull gets them first).
-	fillWait = 5 * time.Millisecond
 	// minAckPending is the least number of delivered, unacknowledged
 	// messages (running, or waiting out a retry backoff) a trigger's
 	// consumer allows across all nodes.
@@ -449,6 +445,12 @@ func (f *feed) giveBack() {
 		}
 	}
 }
+
+// fillWait bounds how long a batch without a window waits for messages
+// JetStream reported waiting (the pull brings them, unless another node's
+// pull gets them first). A variable so that a test on a loaded machine can
+// lengthen it.
+var fillWait = 5 * time.Millisecond
 
 // batch returns first and up to batchSize-1 more messages: those already
 // fetched and, with a batch window, those arriving until the window

@@ -294,7 +294,11 @@ func (s *Scheduler) fire(ctx context.Context, e *entry, t time.Time, catchUp boo
 		err := s.cfg.Fire(fctx, tick)
 		cancel()
 		if err == nil {
-			s.fired(ctx, e, t, log)
+			// Record the tick even when the node is stopping, so that a
+			// restart does not fire it again.
+			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+			s.fired(mctx, e, t, log)
+			cancel()
 			if catchUp {
 				log.Info("schedule tick caught up", "duration", time.Since(t))
 			}

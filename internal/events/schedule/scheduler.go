@@ -47,6 +47,9 @@ const (
 	// fireTimeout bounds one Fire call; shorter than the lease so a node
 	// renews its claim between attempts before anyone takes it over.
 	fireTimeout = 10 * time.Second
+	// markTimeout bounds recording a fired tick, which goes on when the
+	// scheduler is stopped meanwhile.
+	markTimeout = 5 * time.Second
 	// maxWorkers bounds the goroutines claiming and firing at once.
 	maxWorkers = 256
 	// maxConflicts bounds the compare-and-set rounds of one claim.
