@@ -22,6 +22,8 @@ func TestNodeErrorShape(t *testing.T) {
 	if len(e.StackTrace) < 2 || e.StackTrace[0] != "TypeError: bad thing" || !strings.Contains(strings.Join(e.StackTrace, "\n"), "index.js") {
 		t.Errorf("stackTrace = %q, want the error's stack lines", e.StackTrace)
 	}
+	// The log has the error with its stack's frames, for async callers.
+	in.logged(t, "Invoke Error TypeError: bad thing\n    at ", "index.js:")
 	wantError(t, in.call(t, `{}`), "TypeError", "bad thing") // still alive
 }
 

@@ -73,7 +73,27 @@ func TestPythonErrorShape(t *testing.T) {
 		!strings.Contains(e.StackTrace[len(e.StackTrace)-1], "in fail") {
 		t.Errorf("stackTrace = %q, want traceback.format_list lines ending in app.py's fail", e.StackTrace)
 	}
+	// The log has the error with its traceback, for async callers.
+	in.logged(t, "[ERROR] ValueError: bad value\nTraceback (most recent call last):\n", `app.py", line`, "in fail\n")
 	wantError(t, in.call(t, `{}`), "ValueError", "bad value") // still alive
+}
+
+// A handler calling sys.exit answers Runtime.ExitError with the status the
+// process exits with, logs it, and ends the process.
+func TestPythonSysExit(t *testing.T) {
+	for _, tc := range []struct{ arg, status string }{{"3", "3"}, {`"a message"`, "1"}, {"null", "0"}} {
+		in := start(t, "python", "app.exits")
+		in.ready(t)
+		inv := newInvocation(tc.arg)
+		want := "RequestId: " + inv.ID + " Error: Runtime exited with error: exit status " + tc.status
+		wantError(t, in.invoke(t, inv), "Runtime.ExitError", want)
+		in.logged(t, "[ERROR] Runtime.ExitError: "+want+"\nTraceback (most recent call last):\n", "in exits")
+		select {
+		case <-in.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("sys.exit(%s): the process lives on", tc.arg)
+		}
+	}
 }
 
 func TestPythonContext(t *testing.T) {

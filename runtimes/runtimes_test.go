@@ -249,6 +249,29 @@ func (in *instance) ready(t *testing.T) {
 	}
 }
 
+// logged waits until the function's output holds every one of want.
+func (in *instance) logged(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := in.out.String()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("output lacks %q; output so far:\n%s", missing, out)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // initError waits for the bootstrap to post an init error and exit.
 func (in *instance) initError(t *testing.T) *lambda.InitError {
 	t.Helper()

@@ -86,6 +86,14 @@ function errorObject(err, type) {
   return { errorType: type || typeof err, errorMessage: message === undefined ? String(err) : message, stackTrace: [] };
 }
 
+// logError writes an invocation's error to the function's log with the
+// frames of its stack, as Lambda's runtime does: an async invocation's
+// log is where its user looks.
+function logError(errObj) {
+  const frames = errObj.stackTrace.filter((l) => /^\s+at /.test(l));
+  console.error([`Invoke Error ${errObj.errorType}: ${errObj.errorMessage}`, ...frames].join('\n'));
+}
+
 function stringify(v) {
   try {
     return JSON.stringify(v);
@@ -325,7 +333,7 @@ function runStreaming(handler, event, context, id) {
     start();
     if (err !== undefined) {
       const errObj = errorObject(err);
-      console.error(`${errObj.errorType}: ${errObj.errorMessage}`);
+      logError(errObj);
       req.addTrailers({
         'Lambda-Runtime-Function-Error-Type': errObj.errorType,
         'Lambda-Runtime-Function-Error-Body': Buffer.from(stringify(errObj)).toString('base64'),
@@ -395,7 +403,9 @@ async function main() {
     try {
       event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;
     } catch (err) {
-      await postError(`/runtime/invocation/${id}/error`, errorObject(err, 'Runtime.UnmarshalError'));
+      const errObj = errorObject(err, 'Runtime.UnmarshalError');
+      logError(errObj);
+      await postError(`/runtime/invocation/${id}/error`, errObj);
       continue;
     }
     const context = makeContext(h, Number(h['lambda-runtime-deadline-ms']));
@@ -407,7 +417,7 @@ async function main() {
     const outcome = await runHandler(handler, event, context, id);
     if ('err' in outcome) {
       const errObj = errorObject(outcome.err);
-      console.error(`${errObj.errorType}: ${errObj.errorMessage}`);
+      logError(errObj);
       await postError(`/runtime/invocation/${id}/error`, errObj);
       continue;
     }
@@ -415,7 +425,9 @@ async function main() {
     try {
       body = JSON.stringify(outcome.ok === undefined ? null : outcome.ok);
     } catch (err) {
-      await postError(`/runtime/invocation/${id}/error`, errorObject(err, 'Runtime.MarshalError'));
+      const errObj = errorObject(err, 'Runtime.MarshalError');
+      logError(errObj);
+      await postError(`/runtime/invocation/${id}/error`, errObj);
       continue;
     }
     const res = await request('POST', `/runtime/invocation/${id}/response`, body, { 'Content-Type': 'application/json' });

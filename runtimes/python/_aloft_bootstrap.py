@@ -217,6 +217,17 @@ def error_object(exc, error_type=None, message=None):
     }
 
 
+def log_error(error):
+    """Writes an invocation's error to the function's log with its
+    traceback, as Lambda's runtime does: an async invocation's log is where
+    its user looks."""
+    lines = ["[ERROR] %s: %s" % (error["errorType"], error["errorMessage"])]
+    if error["stackTrace"]:
+        lines.append("Traceback (most recent call last):")
+        lines.append("".join(error["stackTrace"]).rstrip("\n"))
+    print("\n".join(lines), file=sys.stderr)
+
+
 class Client:
     def __init__(self, d):
         self.installation_id = d.get("installation_id")
@@ -308,6 +319,21 @@ def load_handler(spec):
     return handler
 
 
+def report(client, request_id, error):
+    """Logs an invocation's error and posts it."""
+    log_error(error)
+    client.post_error(request_id, error)
+
+
+def exit_status(code):
+    """The status a process ends with on sys.exit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
 def handle_one(client, handler, headers, body):
     request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
     trace = headers.get("Lambda-Runtime-Trace-Id")
@@ -318,26 +344,24 @@ def handle_one(client, handler, headers, body):
     try:
         event = loads(body) if body else None
     except ValueError as e:
-        client.post_error(request_id, error_object(e, "Runtime.UnmarshalError",
-                                                   "Unable to unmarshal input: %s" % e))
+        report(client, request_id, error_object(e, "Runtime.UnmarshalError",
+                                                "Unable to unmarshal input: %s" % e))
         return
     context = LambdaContext(headers)
     try:
         result = handler(event, context)
     except SystemExit as e:
-        client.post_error(request_id, error_object(e, "Runtime.ExitError",
-                                                   "RequestId: %s Error: Runtime exited with %s" % (request_id, e.code)))
+        report(client, request_id, error_object(e, "Runtime.ExitError",
+                                                "RequestId: %s Error: Runtime exited with error: exit status %s" % (request_id, exit_status(e.code))))
         raise
     except Exception as e:
-        error = error_object(e)
-        print("[ERROR] %s: %s" % (error["errorType"], error["errorMessage"]), file=sys.stderr)
-        client.post_error(request_id, error)
+        report(client, request_id, error_object(e))
         return
     try:
         payload = dumps(result).encode()
     except (TypeError, ValueError) as e:
-        client.post_error(request_id, error_object(e, "Runtime.MarshalError",
-                                                   "Unable to marshal response: %s" % e))
+        report(client, request_id, error_object(e, "Runtime.MarshalError",
+                                                "Unable to marshal response: %s" % e))
         return
     if client.post_response(request_id, payload) == 413:
         sys.exit(1)

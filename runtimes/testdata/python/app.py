@@ -1,10 +1,15 @@
 """Handlers the Python bootstrap tests call, one per process via _HANDLER."""
 import decimal
 import os
+import sys
 
 
 def echo(event, context):
     return event
+
+
+def exits(event, context):
+    sys.exit(event)
 
 
 def fail(event, context):
