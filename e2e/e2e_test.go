@@ -325,6 +325,8 @@ func TestPlatform(t *testing.T) {
 		check("memory out of range", resp, body, 400)
 		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","routes":["GET /hello/{name}"]}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))
 		check("route taken by another function", resp, body, 409)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","routes":["GET /hello/{who}"]}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))
+		check("route taken by another function, its wildcard named otherwise", resp, body, 409)
 		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda"}`, zipSlip(t))
 		check("archive escaping its directory", resp, body, 400)
 		if after := s.mustCLI("ls"); after != before {

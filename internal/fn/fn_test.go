@@ -116,6 +116,7 @@ func TestRouteMatch(t *testing.T) {
 		{"GET /users/{id}", "GET", "/users/42/x", false, nil},
 		{"/hooks/{rest...}", "POST", "/hooks/a/b/c", true, map[string]string{"rest": "a/b/c"}},
 		{"/hooks/{rest...}", "POST", "/hooks/", true, map[string]string{"rest": ""}},
+		{"ANY /api/{proxy+}", "POST", "/api/a/b", true, map[string]string{"proxy": "a/b"}},
 		{"ANY /", "DELETE", "/", true, nil},
 		{"/", "GET", "/x", false, nil},
 		{"/a/", "GET", "/a/", true, nil},
@@ -140,9 +141,30 @@ func TestRouteMatch(t *testing.T) {
 }
 
 func TestParseRouteErrors(t *testing.T) {
-	for _, bad := range []string{"", "users", "FETCH /x", "/a//b", "/a/{}", "/a/{x}/{x}", "/a/{r...}/b", "/a/x{y}", "/a/../b", "/v1/functions", "/fn/x", "/healthz"} {
+	for _, bad := range []string{"", "users", "FETCH /x", "/a//b", "/a/{}", "/a/{x}/{x}", "/a/{r...}/b", "/a/{r+}/b", "/a/{+}", "/a/x{y}", "/a/../b", "/v1/functions", "/fn/x", "/healthz"} {
 		if _, err := ParseRoute(bad); err == nil {
 			t.Errorf("ParseRoute(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+// Routes that match the same requests have one Key, however their
+// wildcards are named and spelled.
+func TestRouteKey(t *testing.T) {
+	for _, same := range [][2]string{
+		{"get /a/{p+}", "GET /a/{rest...}"}, {"/a/{id}/b", "ANY /a/{name}/b"}, {"/a/", "/a/"}, {" / ", "/"},
+	} {
+		a, errA := ParseRoute(same[0])
+		b, errB := ParseRoute(same[1])
+		if errA != nil || errB != nil || a.Key() != b.Key() {
+			t.Errorf("keys of %q and %q: %q, %q (%v, %v); want them equal", same[0], same[1], a.Key(), b.Key(), errA, errB)
+		}
+	}
+	for _, differ := range [][2]string{{"GET /a/{x}", "POST /a/{x}"}, {"/a/{x}", "/a/{x...}"}, {"/a", "/a/"}, {"/a/{x}", "/a/x"}} {
+		a, _ := ParseRoute(differ[0])
+		b, _ := ParseRoute(differ[1])
+		if a.Key() == b.Key() {
+			t.Errorf("%q and %q share the key %q", differ[0], differ[1], a.Key())
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 
 // Route is a parsed HTTP route pattern: an optional method and a path of
 // literal segments, {name} wildcards matching one segment and an optional
-// final {name...} matching the rest of the path.
+// final {name...} (or API Gateway's {name+}) matching the rest of the path.
 type Route struct {
 	// Method is upper-case, or "" for any method.
 	Method   string
@@ -70,8 +70,9 @@ func ParseRoute(s string) (Route, error) {
 		}
 		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
 			name := p[1 : len(p)-1]
-			rest := strings.HasSuffix(name, "...")
-			name = strings.TrimSuffix(name, "...")
+			rest := strings.HasSuffix(name, "...") || strings.HasSuffix(name, "+")
+			// {name+} is API Gateway's spelling of {name...}.
+			name = strings.TrimSuffix(strings.TrimSuffix(name, "..."), "+")
 			if !envKeyRE.MatchString(name) {
 				return Route{}, Invalid("route %q: wildcard {%s} needs a name of letters, digits and '_'", orig, name)
 			}
@@ -98,6 +99,29 @@ func ParseRoute(s string) (Route, error) {
 		r.Raw = r.Method + " " + s
 	}
 	return r, nil
+}
+
+// Key is r without its wildcards' names: two routes with one Key match
+// the same requests ("/a/{id}", "/a/{name}"; "/a/{p+}", "/a/{rest...}").
+func (r Route) Key() string {
+	var b strings.Builder
+	b.WriteString(r.Method)
+	b.WriteByte(' ')
+	for _, seg := range r.Segments {
+		b.WriteByte('/')
+		switch {
+		case seg.Rest:
+			b.WriteString("{...}")
+		case seg.Param != "":
+			b.WriteString("{}")
+		default:
+			b.WriteString(seg.Literal)
+		}
+	}
+	if len(r.Segments) == 0 {
+		b.WriteByte('/')
+	}
+	return b.String()
 }
 
 // Match matches an unescaped request path against r, returning the

@@ -113,7 +113,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // Conflicts returns a client-facing error if any of routes is already
-// declared, with the same method and path, by a function other than name.
+// declared by a function other than name: with the same method and a path
+// that matches the same requests.
 func (g *Gateway) Conflicts(name string, routes []string) error {
 	t := g.routes.Load()
 	for _, raw := range routes {
@@ -122,8 +123,12 @@ func (g *Gateway) Conflicts(name string, routes []string) error {
 			return err
 		}
 		for _, have := range t.routes {
-			if have.function != name && have.Raw == r.Raw {
-				return fn.Conflict("route %q is already served by function %q: remove it there first or choose another path", r.Raw, have.function)
+			if have.function != name && have.Key() == r.Key() {
+				as := ""
+				if have.Raw != r.Raw {
+					as = fmt.Sprintf(" as %q", have.Raw)
+				}
+				return fn.Conflict("route %q is already served by function %q%s: remove it there first or choose another path", r.Raw, have.function, as)
 			}
 		}
 	}

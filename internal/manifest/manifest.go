@@ -191,7 +191,7 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 			if err != nil {
 				continue // Validate reported it
 			}
-			key := routeKey(rt)
+			key := rt.Key()
 			if u, ok := routes[key]; ok {
 				p.add("%s: route %q is also served by %s as %q: give each route one function", loc, r, u.loc, u.raw)
 				continue
@@ -260,25 +260,6 @@ type routeUse struct{ loc, raw string }
 type consumer struct {
 	index int
 	loc   string
-}
-
-// routeKey identifies what a route matches: wildcard names do not matter.
-func routeKey(r fn.Route) string {
-	var b strings.Builder
-	b.WriteString(r.Method)
-	b.WriteByte(' ')
-	for _, s := range r.Segments {
-		b.WriteByte('/')
-		switch {
-		case s.Rest:
-			b.WriteString("{...}")
-		case s.Param != "":
-			b.WriteString("{}")
-		default:
-			b.WriteString(s.Literal)
-		}
-	}
-	return b.String()
 }
 
 func location(i int, name string) string {
