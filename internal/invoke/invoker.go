@@ -478,7 +478,8 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 		return err
 	}
 	run := iv.begin(t, in, req.ID, false)
-	ctx, cancel := context.WithDeadline(r.Context(), run.deadline)
+	ctx, cancel := context.WithDeadlineCause(r.Context(), run.deadline,
+		fmt.Errorf("Task timed out after %.2f seconds: the function did not answer within its timeout", t.cfg.Timeout.D().Seconds()))
 	stop := context.AfterFunc(in.ctx, cancel)
 	w.Header().Set("X-Aloft-Invocation-Id", req.ID)
 	served := false

@@ -7,6 +7,7 @@ package httpport
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -128,7 +129,8 @@ func rewrite(r *httputil.ProxyRequest) {
 // rewritten its path and query) and streams the answer back. Request and
 // response bodies stream in both directions at once. When the instance
 // cannot be reached or breaks the connection, the client gets 502 with
-// {"error":{"code":"bad_gateway","message":...}}.
+// {"error":{"code":"bad_gateway","message":...}}; when r's deadline passes
+// first, 504 with the code "timeout".
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if direct(r) {
 		p.serveDirect(w, r)
@@ -140,16 +142,36 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r)
 }
 
+// badGateway answers a request the instance did not answer: 504 when the
+// request's deadline passed (the function's timeout; the deadline's cause,
+// if any, is the message), else 502.
 func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	ctx := r.Context()
+	w.Header().Set("Content-Type", "application/json")
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		msg := "the function did not answer within its timeout"
+		if cause := context.Cause(ctx); cause != nil && cause != context.DeadlineExceeded {
+			msg = cause.Error()
+		}
+		p.log.Debug("proxy request timed out", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.WriteHeader(http.StatusGatewayTimeout)
+		_, _ = w.Write(errorBody("timeout", msg))
+		return
+	}
+	if ctx.Err() != nil {
 		// The client went away; nobody reads the reply.
 		p.log.Debug("proxy request canceled", "error", err)
 	} else {
 		p.log.Warn("proxy to instance", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadGateway)
-	_, _ = w.Write([]byte(`{"error":{"code":"bad_gateway","message":"the function instance did not answer"}}`))
+	_, _ = w.Write(errorBody("bad_gateway", "the function instance did not answer"))
+}
+
+// errorBody is Aloft's JSON error: {"error":{"code":...,"message":...}}.
+func errorBody(code, message string) []byte {
+	b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": message}})
+	return b
 }
 
 // Invoke POSTs payload to / on the instance, with the extra request

@@ -336,6 +336,34 @@ func TestDeadBackend(t *testing.T) {
 	}
 }
 
+// A request whose deadline (the function's timeout) passes before the
+// instance answers gets 504 with the deadline's cause, on both paths (a
+// body of known length, and a streamed one).
+func TestTimeout(t *testing.T) {
+	_, p, _, _ := setup(t)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeoutCause(r.Context(), 100*time.Millisecond, errors.New("Task timed out after 0.10 seconds"))
+		defer cancel()
+		p.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	defer front.Close()
+	for _, body := range []io.Reader{nil, io.MultiReader(strings.NewReader("streamed"))} {
+		req, _ := http.NewRequest("POST", front.URL+"/sleep", body)
+		resp, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusGatewayTimeout || got.Error.Code != "timeout" || got.Error.Message != "Task timed out after 0.10 seconds" {
+			t.Errorf("chunked=%v: %d %+v (%v), want 504 with the deadline's cause", req.ContentLength < 0, resp.StatusCode, got, err)
+		}
+	}
+}
+
 func BenchmarkProxy(b *testing.B) {
 	_, _, front, _ := setup(b)
 	c := front.Client()

@@ -61,6 +61,10 @@ func main() {
 			rc.Flush()
 		}
 	})
+	// /sleep answers only when the client goes away.
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	})
 	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
