@@ -73,6 +73,9 @@ func TestPythonErrorShape(t *testing.T) {
 		!strings.Contains(e.StackTrace[len(e.StackTrace)-1], "in fail") {
 		t.Errorf("stackTrace = %q, want traceback.format_list lines ending in app.py's fail", e.StackTrace)
 	}
+	if strings.Contains(strings.Join(e.StackTrace, ""), "bootstrap") {
+		t.Errorf("stackTrace = %q, want only the function's frames", e.StackTrace)
+	}
 	// The log has the error with its traceback, for async callers.
 	in.logged(t, "[ERROR] ValueError: bad value\nTraceback (most recent call last):\n", `app.py", line`, "in fail\n")
 	wantError(t, in.call(t, `{}`), "ValueError", "bad value") // still alive

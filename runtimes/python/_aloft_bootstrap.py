@@ -210,6 +210,8 @@ def error_object(exc, error_type=None, message=None):
     import traceback
 
     tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    # Only the function's frames, as on Lambda: not the bootstrap's own.
+    tb = [f for f in tb if f.filename != __file__]
     return {
         "errorMessage": message if message is not None else str(exc),
         "errorType": error_type or type(exc).__name__,
