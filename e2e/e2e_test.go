@@ -125,9 +125,9 @@ func TestPlatform(t *testing.T) {
 
 	t.Run("burst starts no more instances than requests", func(t *testing.T) {
 		eventually(t, 20*time.Second, "probe to scale to zero", func() bool {
-			return num(s.stats("probe"), "Instances") == 0
+			return num(s.stats("probe"), "instances") == 0
 		})
-		before := num(s.stats("probe"), "Started")
+		before := num(s.stats("probe"), "started")
 		const n = 4
 		var wg sync.WaitGroup
 		errs := make(chan string, n)
@@ -146,7 +146,7 @@ func TestPlatform(t *testing.T) {
 		for e := range errs {
 			t.Error("burst request failed:", e)
 		}
-		started := num(s.stats("probe"), "Started") - before
+		started := num(s.stats("probe"), "started") - before
 		if started < 1 || started > n {
 			t.Fatalf("a burst of %d started %d instances, want 1..%d", n, started, n)
 		}
@@ -154,11 +154,11 @@ func TestPlatform(t *testing.T) {
 
 	t.Run("scale to zero after the keep-alive", func(t *testing.T) {
 		s.invoke("probe", map[string]string{"op": "echo"}, "")
-		if got := num(s.stats("probe"), "Instances"); got < 1 {
+		if got := num(s.stats("probe"), "instances"); got < 1 {
 			t.Fatalf("after an invoke: %d instances, want >= 1", got)
 		}
 		eventually(t, 20*time.Second, "idle instances to stop", func() bool {
-			return num(s.stats("probe"), "Instances") == 0
+			return num(s.stats("probe"), "instances") == 0
 		})
 	})
 

@@ -227,7 +227,11 @@ func (s *server) stats(name string) map[string]any {
 	if err := json.Unmarshal(b, &out); err != nil {
 		s.t.Fatal(err)
 	}
-	return out.Versions["$LATEST"]
+	st := out.Versions["$LATEST"]
+	if _, ok := st["instances"]; st != nil && !ok {
+		s.t.Fatalf("instances: no \"instances\" count in %s", b)
+	}
+	return st
 }
 
 func num(m map[string]any, k string) int {

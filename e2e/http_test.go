@@ -39,7 +39,7 @@ func TestHTTPClientGoneReleasesSlot(t *testing.T) {
 
 	eventually(t, 10*time.Second, "the slot to be free", func() bool {
 		st := s.stats("streamer")
-		return num(st, "Instances") == 1 && num(st, "Busy") == 0
+		return num(st, "instances") == 1 && num(st, "busy") == 0
 	})
 	start := time.Now()
 	resp, err = http.Get(s.url + "/fn/streamer/?n=2")

@@ -33,22 +33,22 @@ func arrivalBucket(d time.Duration) int {
 
 // Stats is a snapshot of a pool.
 type Stats struct {
-	Instances int // running, ready to serve
-	Starting  int // reserved or being started
-	Stopping  int // removed, Stop not yet returned
-	Busy      int // slots leased
-	Waiting   int // requests queued for a slot
+	Instances int `json:"instances"` // running, ready to serve
+	Starting  int `json:"starting"`  // reserved or being started
+	Stopping  int `json:"stopping"`  // removed, Stop not yet returned
+	Busy      int `json:"busy"`      // slots leased
+	Waiting   int `json:"waiting"`   // requests queued for a slot
 
-	Started     uint64 // instances started successfully, in total
-	Stopped     uint64 // instances whose Stop returned, in total
-	StartErrors uint64 // starts that failed
-	Crashed     uint64 // instances that died on their own
-	Throttled   uint64 // requests refused because the queue was full
-	TimedOut    uint64 // requests that waited QueueWait without a slot
+	Started     uint64 `json:"started"`     // instances started successfully, in total
+	Stopped     uint64 `json:"stopped"`     // instances whose Stop returned, in total
+	StartErrors uint64 `json:"startErrors"` // starts that failed
+	Crashed     uint64 `json:"crashed"`     // instances that died on their own
+	Throttled   uint64 `json:"throttled"`   // requests refused because the queue was full
+	TimedOut    uint64 `json:"timedOut"`    // requests that waited QueueWait without a slot
 
 	// Arrivals counts the time between consecutive Acquire calls, bucketed
 	// by ArrivalBucketBound; the seam for predictive warm-up.
-	Arrivals [ArrivalBuckets]uint64
+	Arrivals [ArrivalBuckets]uint64 `json:"arrivals"`
 }
 
 // Stats returns a snapshot of the pool's counts.
