@@ -119,7 +119,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return func() error { return call(hc, "GET", url, nil) }
 	}
 	directLat := latencies(o.warm, get(direct))
-	directRPS := throughput(32, o.duration, get(direct))
+	directRPS := warmThroughput(32, o.duration, get(direct))
 
 	fmt.Fprintln(out, "starting aloft...")
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: filepath.Join(work, "data"), NoAuth: true,
@@ -207,6 +207,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 		warmLat := latencies(o.warm, invoke("echo"))
+		throughput(32, time.Second, invoke("echo")) // as warmThroughput, outside the CPU count
 		cpuBefore := functionCPU()
 		warmRPS := throughput(32, o.duration, invoke("echo"))
 		fnCPU := time.Duration(float64(functionCPU()-cpuBefore) / (warmRPS * o.duration.Seconds()))
@@ -218,7 +219,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 		httpLat := latencies(o.warm, get(httpURL))
-		httpRPS := throughput(32, o.duration, get(httpURL))
+		httpRPS := warmThroughput(32, o.duration, get(httpURL))
 
 		goCold := cold["echo"]
 		rows = []row{
@@ -487,6 +488,14 @@ func latencies(n int, f func() error) []time.Duration {
 		_ = f()
 	}
 	return repeat(n, f)
+}
+
+// warmThroughput is throughput after one second at the same concurrency,
+// so that what it measures is warm: the function's pool has scaled up to
+// c, and its instances and connections have served requests.
+func warmThroughput(c int, d time.Duration, f func() error) float64 {
+	throughput(c, time.Second, f)
+	return throughput(c, d, f)
 }
 
 // throughput runs f from c goroutines for d and returns successes per second.

@@ -66,7 +66,7 @@ func wasmRows(ctx context.Context, o options, work string, c *client.Client, hc 
 	cgiLat := latencies(min(o.warm, 300), get(cgiURL))
 	cgiRPS := throughput(32, o.duration, get(cgiURL))
 	reLat := latencies(o.warm, get(reactorURL))
-	reRPS := throughput(32, o.duration, get(reactorURL))
+	reRPS := warmThroughput(32, o.duration, get(reactorURL))
 
 	reload, err := reloadFromCache(ctx, work, filepath.Join(dirs["cgi"], "main.wasm"))
 	if err != nil {
