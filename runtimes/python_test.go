@@ -25,8 +25,11 @@ func TestPythonEventDecoding(t *testing.T) {
 	in := start(t, "python", "app.echo")
 	in.ready(t)
 	wantJSON(t, in.call(t, "\ufeff{\"bom\":1}"), `{"bom":1}`)
-	wantError(t, in.call(t, `{"a":`), "Runtime.UnmarshalError",
+	e := wantError(t, in.call(t, `{"a":`), "Runtime.UnmarshalError",
 		"Unable to unmarshal input: Expecting value: line 1 column 6 (char 5)")
+	if len(e.StackTrace) != 0 {
+		t.Errorf("stackTrace = %q, want none: the frames are the json module's", e.StackTrace)
+	}
 	wantJSON(t, in.call(t, ` [2.5, "\u00e9"] `), `[2.5, "é"]`)
 }
 
@@ -151,7 +154,9 @@ func TestPythonResults(t *testing.T) {
 			for range 2 {
 				res := in.call(t, `{"n":1}`)
 				if tc.errType != "" {
-					wantError(t, res, tc.errType, tc.errMsg)
+					if e := wantError(t, res, tc.errType, tc.errMsg); len(e.StackTrace) != 0 {
+						t.Errorf("stackTrace = %q, want none: the frames are the json module's", e.StackTrace)
+					}
 				} else {
 					wantJSON(t, res, tc.want)
 				}

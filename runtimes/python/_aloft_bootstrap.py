@@ -205,13 +205,16 @@ def error_json(error):
     return dumps(error).encode()
 
 
-def error_object(exc, error_type=None, message=None):
-    """The Lambda error shape for an exception."""
+def error_object(exc, error_type=None, message=None, stack=True):
+    """The Lambda error shape for an exception; without a stack trace when
+    stack is false (an error of the bootstrap's own JSON coding, whose
+    frames say nothing about the function)."""
     import traceback
 
-    tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    # Only the function's frames, as on Lambda: not the bootstrap's own.
-    tb = [f for f in tb if f.filename != __file__]
+    tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ and stack else []
+    # Only the function's frames, as on Lambda: not the bootstrap's own,
+    # nor the import system's.
+    tb = [f for f in tb if f.filename != __file__ and not f.filename.startswith("<frozen ")]
     return {
         "errorMessage": message if message is not None else str(exc),
         "errorType": error_type or type(exc).__name__,
@@ -347,7 +350,7 @@ def handle_one(client, handler, headers, body):
         event = loads(body) if body else None
     except ValueError as e:
         report(client, request_id, error_object(e, "Runtime.UnmarshalError",
-                                                "Unable to unmarshal input: %s" % e))
+                                                "Unable to unmarshal input: %s" % e, stack=False))
         return
     context = LambdaContext(headers)
     try:
@@ -363,7 +366,7 @@ def handle_one(client, handler, headers, body):
         payload = dumps(result).encode()
     except (TypeError, ValueError) as e:
         report(client, request_id, error_object(e, "Runtime.MarshalError",
-                                                "Unable to marshal response: %s" % e))
+                                                "Unable to marshal response: %s" % e, stack=False))
         return
     if client.post_response(request_id, payload) == 413:
         sys.exit(1)
