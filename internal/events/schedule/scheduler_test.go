@@ -686,3 +686,35 @@ func TestHammerSetList(t *testing.T) {
 		}
 	}
 }
+
+// A tick whose Fire returns while the scheduler is being stopped is still
+// recorded as fired, so that a restart does not fire it again.
+func TestStopRecordsFiredTick(t *testing.T) {
+	t.Parallel()
+	kv := openKV(t)
+	entered := make(chan Tick, 1)
+	fire := func(ctx context.Context, tick Tick) error {
+		select {
+		case entered <- tick:
+			<-ctx.Done() // the stop; the event was stored just before it
+		default:
+		}
+		return nil
+	}
+	s := newScheduler(t, kv, "n1", fire, 0)
+	if err := s.Set("default", "tick", schedEvents("rate(1 second)")); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, s)
+	var tick Tick
+	select {
+	case tick = <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tick fired")
+	}
+	stop()
+	st := getState(t, kv, keyOf(t, "default", "tick", 0, "rate(1 second)"))
+	if st == nil || !st.Fired || !st.Last.Equal(tick.Time) {
+		t.Errorf("state after the stop = %+v, want tick %s recorded as fired", st, tick.Time)
+	}
+}
