@@ -153,3 +153,14 @@ func TestTriggersFollowTheStore(t *testing.T) {
 	}
 	waitFor("the deleted function's schedule to go", func() bool { return len(ev.Schedules(fn.DefaultTenant, "")) == 1 })
 }
+
+// Run returns nil when its context ends, however early: here before it
+// could set anything up.
+func TestRunEndedDuringSetUp(t *testing.T) {
+	_, ev := open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ev.Run(ctx); err != nil {
+		t.Errorf("Run with an ended context = %v, want nil", err)
+	}
+}
