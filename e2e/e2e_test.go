@@ -321,6 +321,13 @@ func TestPlatform(t *testing.T) {
 		check("missing bootstrap", resp, body, 400)
 		resp, body = deployRaw(t, s, "newfn", `{"runtime":"node","handler":"index.handler"}`, zipOf(t, map[string]string{"other.js": ""}))
 		check("missing node handler", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"wasm","handler":"main.wasm"}`, zipOf(t, map[string]string{"other.wasm": "\x00asm\x01\x00\x00\x00"}))
+		check("missing wasm module", resp, body, 400)
+		resp, body = deployRaw(t, s, "newfn", `{"runtime":"wasm","handler":"main.wasm"}`, zipOf(t, map[string]string{"main.wasm": "(module)"}))
+		check("a wasm module in text form", resp, body, 400)
+		if !strings.Contains(string(body), "not a WebAssembly binary") {
+			t.Errorf("a wasm module in text form: %s, want it called not a WebAssembly binary", body)
+		}
 		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","memory":64}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))
 		check("memory out of range", resp, body, 400)
 		resp, body = deployRaw(t, s, "newfn", `{"runtime":"lambda","routes":["GET /hello/{name}"]}`, zipOf(t, map[string]string{"bootstrap": "#!/bin/sh"}))

@@ -262,6 +262,10 @@ func checkHandler(root string, cfg *fn.Config) error {
 			return fn.Invalid("%q in the code is not executable: chmod +x it before packing", cfg.Handler)
 		}
 	case fn.RuntimeWasm:
+		st, err := os.Stat(filepath.Join(root, cfg.Handler))
+		if err != nil || !st.Mode().IsRegular() {
+			return fn.Invalid("the code has no WebAssembly module %q: build one (GOOS=wasip1 GOARCH=wasm) or send Go source with a go.mod", cfg.Handler)
+		}
 		b := make([]byte, 4)
 		f, err := os.Open(filepath.Join(root, cfg.Handler))
 		if err == nil {
@@ -269,7 +273,7 @@ func checkHandler(root string, cfg *fn.Config) error {
 			f.Close()
 		}
 		if err != nil || string(b) != "\x00asm" {
-			return fn.Invalid("the code has no WebAssembly module %q: build one (GOOS=wasip1 GOARCH=wasm) or send Go source with a go.mod", cfg.Handler)
+			return fn.Invalid("%q in the code is not a WebAssembly binary (those start with the bytes \\0asm): build it for GOOS=wasip1 GOARCH=wasm, or assemble a .wat text module first (wat2wasm)", cfg.Handler)
 		}
 	case fn.RuntimeNode:
 		file, _ := splitHandler(cfg.Handler)
