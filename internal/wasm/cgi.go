@@ -11,6 +11,10 @@ import (
 	"strings"
 )
 
+// cgiShape says what a command module must write, for the errors of
+// parseCGI.
+const cgiShape = "a command module writes headers such as Content-Type: text/plain, a blank line, then the body; Go's net/http/cgi.Serve does"
+
 // parseCGI parses a CGI response (RFC 3875 §6): header lines ending in \n
 // or \r\n, a blank line, the body. Content-Type or Location must be
 // present; Status ("404" or "404 Not Found") sets the status, Location
@@ -23,7 +27,7 @@ func parseCGI(out []byte) (status int, h http.Header, body []byte, err error) {
 	br := bufio.NewReader(rd)
 	mh, err := textproto.NewReader(br).ReadMIMEHeader()
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("the function's response has unparsable CGI headers: %v", err)
+		return 0, nil, nil, fmt.Errorf("the function's response has unparsable CGI headers: %v (%s)", err, cgiShape)
 	}
 	h = http.Header(mh)
 	status = http.StatusOK
@@ -38,7 +42,7 @@ func parseCGI(out []byte) (status int, h http.Header, body []byte, err error) {
 		status = http.StatusFound
 	}
 	if h.Get("Content-Type") == "" && h.Get("Location") == "" {
-		return 0, nil, nil, errors.New("the function's CGI response has neither Content-Type nor Location")
+		return 0, nil, nil, fmt.Errorf("the function's CGI response has neither Content-Type nor Location (%s)", cgiShape)
 	}
 	// What bufio read ahead is the start of the body.
 	body = out[len(out)-rd.Len()-br.Buffered():]
