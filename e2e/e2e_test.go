@@ -365,6 +365,19 @@ func TestPlatform(t *testing.T) {
 				t.Errorf("GET /fn/%s/: %d %s, want 502", tc.name, resp.StatusCode, body)
 			}
 		}
+		// An http function's caller gets the error's type and text.
+		resp, body := deployRaw(t, s, "http-not-a-program", `{"runtime":"http"}`, zipExecutable(t, "bootstrap", "just text\n"))
+		if resp.StatusCode != 201 {
+			t.Fatalf("deploy http-not-a-program: %d %s", resp.StatusCode, body)
+		}
+		resp, body = s.do("GET", "/fn/http-not-a-program/", nil, false)
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(body, &e) != nil ||
+			!strings.HasPrefix(e.Error.Message, "the function could not start: Runtime.InvalidEntrypoint: exec ") {
+			t.Errorf("GET /fn/http-not-a-program/: %d %s, want 502 naming Runtime.InvalidEntrypoint", resp.StatusCode, body)
+		}
 	})
 
 	t.Run("a config change reaches new instances", func(t *testing.T) {

@@ -2,6 +2,7 @@ package invoke
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -67,6 +68,19 @@ type startError struct {
 }
 
 func (e *startError) Error() string { return "instance start failed: " + string(e.payload) }
+
+// httpError is e as an HTTP caller of an http or wasm function gets it: a
+// 502 whose message is the error's type and text, not its JSON.
+func (e *startError) httpError() error {
+	var p struct {
+		Type    string `json:"errorType"`
+		Message string `json:"errorMessage"`
+	}
+	if json.Unmarshal(e.payload, &p) != nil || p.Message == "" {
+		return fn.Errorf(http.StatusBadGateway, "function_error", "the function could not start: %s", e.payload)
+	}
+	return fn.Errorf(http.StatusBadGateway, "function_error", "the function could not start: %s: %s", p.Type, p.Message)
+}
 
 // execHint says what to fix when the function's program could not be
 // executed.

@@ -465,7 +465,7 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 		err := iv.serveWasmHTTP(w, r, t, req)
 		var se *startError
 		if errors.As(err, &se) {
-			return fn.Errorf(http.StatusBadGateway, "function_error", "%s", se.payload)
+			return se.httpError()
 		}
 		return err
 	}
@@ -473,7 +473,7 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 	if err != nil {
 		var se *startError
 		if errors.As(err, &se) {
-			return fn.Errorf(http.StatusBadGateway, "function_error", "%s", se.payload)
+			return se.httpError()
 		}
 		return err
 	}
