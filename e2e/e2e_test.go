@@ -409,6 +409,22 @@ func TestPlatform(t *testing.T) {
 		if !strings.Contains(string(body), `"function":"hello-node"`) {
 			t.Fatalf("invoke prod body: %s", body)
 		}
+		// Over HTTP: /fn/NAME:QUALIFIER/ runs that version.
+		for path, version := range map[string]string{"/fn/hello-node/": "$LATEST", "/fn/hello-node:prod/": "1", "/fn/hello-node:1/x": "1"} {
+			resp, body := s.do("GET", path, nil, false)
+			if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Executed-Version") != version {
+				t.Errorf("GET %s: %d %s, version %q; want 200 from version %s", path, resp.StatusCode, body, resp.Header.Get("X-Aloft-Executed-Version"), version)
+			}
+		}
+		for path, status := range map[string]int{"/fn/hello-node:9/": 404, "/fn/hello-node:nope/": 404, "/fn/hello-node:/": 400, "/fn/hello-node:a%20b/": 400} {
+			resp, body := s.do("GET", path, nil, false)
+			var e struct {
+				Error struct{ Message string } `json:"error"`
+			}
+			if resp.StatusCode != status || json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
+				t.Errorf("GET %s: %d %s, want %d with a JSON error", path, resp.StatusCode, body, status)
+			}
+		}
 	})
 
 	t.Run("restart keeps functions", func(t *testing.T) {

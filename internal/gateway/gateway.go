@@ -135,15 +135,21 @@ func (g *Gateway) Conflicts(name string, routes []string) error {
 	return nil
 }
 
-// ServeFunction serves /fn/{name} and /fn/{name}/{rest...}.
+// ServeFunction serves /fn/{name} and /fn/{name}/{rest...}: $LATEST, or
+// with a name of the form NAME:QUALIFIER a published version or an alias,
+// as Lambda's function URLs of an alias.
 func (g *Gateway) ServeFunction(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name, qualifier, qualified := strings.Cut(r.PathValue("name"), ":")
 	rest := "/" + r.PathValue("rest")
 	if err := fn.ValidateName(name); err != nil {
 		g.writeError(w, "", err)
 		return
 	}
-	g.serve(w, r, name, "", rest, "$default", nil)
+	if qualified && qualifier == "" {
+		g.writeError(w, "", fn.Invalid("/fn/%s:/ names no version: write /fn/%s:1/ or /fn/%s:ALIAS/, or /fn/%s/ for $LATEST", name, name, name, name))
+		return
+	}
+	g.serve(w, r, name, qualifier, "", rest, "$default", nil)
 }
 
 // ServeHTTP serves declared routes; anything else is a 404.
@@ -159,23 +165,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.Method == "" {
 			routeKey = "ANY " + rt.Raw
 		}
-		g.serve(w, r, rt.function, rt.runtime, path, routeKey, params)
+		g.serve(w, r, rt.function, "", rt.runtime, path, routeKey, params)
 		return
 	}
 	g.writeError(w, "", fn.NotFound("no function serves %s %s: functions are at /fn/{name}/ and at the routes they declare", r.Method, path))
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt fn.Runtime, path, routeKey string, params map[string]string) {
+// serve runs a request with the function name at qualifier ("" for
+// $LATEST); rt is its runtime when the caller knows it.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name, qualifier string, rt fn.Runtime, path, routeKey string, params map[string]string) {
 	id := invoke.NewInvocationID()
 	if rt == "" {
 		var err error
-		rt, err = g.cfg.Invoker.Runtime(r.Context(), fn.DefaultTenant, name, "")
+		rt, err = g.cfg.Invoker.Runtime(r.Context(), fn.DefaultTenant, name, qualifier)
 		if err != nil {
 			g.writeError(w, id, err)
 			return
 		}
 	}
-	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, ID: id, TraceID: traceID(r)}
+	req := invoke.Request{Tenant: fn.DefaultTenant, Function: name, Qualifier: qualifier, ID: id, TraceID: traceID(r)}
 	if !rt.EventStyle() { // http and wasm take the request as it is
 		// A shallow copy with its own URL: only the path changes.
 		r2 := new(http.Request)
@@ -208,6 +216,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, name string, rt 
 		return
 	}
 	w.Header().Set("X-Aloft-Invocation-Id", id)
+	w.Header().Set("X-Aloft-Executed-Version", resp.Version)
 	if resp.FunctionError {
 		apigw.WriteFunctionError(w, resp.Payload)
 		return

@@ -482,6 +482,7 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 		fmt.Errorf("Task timed out after %.2f seconds: the function did not answer within its timeout", t.cfg.Timeout.D().Seconds()))
 	stop := context.AfterFunc(in.ctx, cancel)
 	w.Header().Set("X-Aloft-Invocation-Id", req.ID)
+	w.Header().Set("X-Aloft-Executed-Version", t.version)
 	served := false
 	defer func() {
 		if !served {

@@ -302,6 +302,7 @@ func (iv *Invoker) serveWasmHTTP(w http.ResponseWriter, r *http.Request, t *targ
 		return err
 	}
 	w.Header().Set("X-Aloft-Invocation-Id", req.ID)
+	w.Header().Set("X-Aloft-Executed-Version", t.version)
 	fe, _, err := iv.runWasm(r.Context(), t, lease, w, r, req.ID, false)
 	if err != nil {
 		return err
