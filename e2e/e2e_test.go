@@ -409,6 +409,17 @@ func TestPlatform(t *testing.T) {
 		if !strings.Contains(string(body), `"function":"hello-node"`) {
 			t.Fatalf("invoke prod body: %s", body)
 		}
+		// NAME:QUALIFIER, as Lambda's Invoke takes it, from the API and the CLI.
+		resp, body = s.invoke("hello-node:prod", map[string]string{"v": "1"}, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Executed-Version") != "1" {
+			t.Errorf("invoke hello-node:prod: %d %s version %q", resp.StatusCode, body, resp.Header.Get("X-Aloft-Executed-Version"))
+		}
+		if resp, body := s.invoke("hello-node:prod", map[string]string{}, "?qualifier=1"); resp.StatusCode != 400 {
+			t.Errorf("invoke hello-node:prod?qualifier=1: %d %s, want 400", resp.StatusCode, body)
+		}
+		if out := s.mustCLI("invoke", "hello-node:prod", `{"via":"cli"}`); !strings.Contains(out, `"via":"cli"`) {
+			t.Errorf("aloft invoke hello-node:prod: %s", out)
+		}
 		// Over HTTP: /fn/NAME:QUALIFIER/ runs that version.
 		for path, version := range map[string]string{"/fn/hello-node/": "$LATEST", "/fn/hello-node:prod/": "1", "/fn/hello-node:1/x": "1"} {
 			resp, body := s.do("GET", path, nil, false)

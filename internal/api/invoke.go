@@ -18,7 +18,7 @@ import (
 // invoke runs the function with the raw body as payload and answers the
 // raw result; a function error is 200 with X-Aloft-Function-Error.
 func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
-	name, err := pathName(r)
+	name, qualifier, err := invokeTarget(r)
 	if err != nil {
 		return err
 	}
@@ -31,9 +31,9 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	switch invType {
 	case "", "RequestResponse":
 	case "Event":
-		return a.invokeAsync(w, r, name, q.Get("qualifier"), logMode)
+		return a.invokeAsync(w, r, name, qualifier, logMode)
 	case "DryRun":
-		if _, err := a.cfg.Invoker.Runtime(r.Context(), tenant(r), name, q.Get("qualifier")); err != nil {
+		if _, err := a.cfg.Invoker.Runtime(r.Context(), tenant(r), name, qualifier); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -48,11 +48,11 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.checkEvent(r, name, q.Get("qualifier"), payload); err != nil {
+	if err := a.checkEvent(r, name, qualifier, payload); err != nil {
 		return err
 	}
 	resp, err := a.cfg.Invoker.Invoke(r.Context(), invoke.Request{
-		Tenant: tenant(r), Function: name, Qualifier: q.Get("qualifier"),
+		Tenant: tenant(r), Function: name, Qualifier: qualifier,
 		Payload: payload, LogTail: logMode == "tail",
 		TraceID: r.Header.Get("X-Amzn-Trace-Id"),
 	})
@@ -77,6 +77,27 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(resp.Payload)
 	return nil
+}
+
+// invokeTarget reads the function and the qualifier of an invoke: the
+// path's NAME or NAME:QUALIFIER (as Lambda's Invoke takes a function name),
+// and ?qualifier=.
+func invokeTarget(r *http.Request) (name, qualifier string, err error) {
+	name, inName, colon := strings.Cut(r.PathValue("name"), ":")
+	if err := fn.ValidateName(name); err != nil {
+		return "", "", err
+	}
+	qualifier = r.URL.Query().Get("qualifier")
+	if colon {
+		switch {
+		case inName == "":
+			return "", "", fn.Invalid("function %q: nothing follows the ':'; name a version or an alias after it, or drop it for $LATEST", name+":")
+		case qualifier != "" && qualifier != inName:
+			return "", "", fn.Invalid("the function name says qualifier %q and ?qualifier= says %q: give one of them", inName, qualifier)
+		}
+		qualifier = inName
+	}
+	return name, qualifier, nil
 }
 
 // checkEvent refuses a payload that is not JSON for a function that takes
