@@ -3,6 +3,7 @@ package wasm
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -35,6 +36,11 @@ func TestParseCGI(t *testing.T) {
 			if tc.bad {
 				if err == nil {
 					t.Fatalf("parsed %d %v %q, want an error", status, h, body)
+				}
+				// A module that wrote text but no headers is told what to write.
+				if tc.in != "" && !strings.Contains(err.Error(), "Content-Type: text/plain, a blank line, then the body") &&
+					!strings.Contains(err.Error(), "Status") {
+					t.Errorf("error %q does not say what a CGI response holds", err)
 				}
 				return
 			}
