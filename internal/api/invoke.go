@@ -83,18 +83,16 @@ func (a *API) invoke(w http.ResponseWriter, r *http.Request) error {
 // path's NAME or NAME:QUALIFIER (as Lambda's Invoke takes a function name),
 // and ?qualifier=.
 func invokeTarget(r *http.Request) (name, qualifier string, err error) {
-	name, inName, colon := strings.Cut(r.PathValue("name"), ":")
-	if err := fn.ValidateName(name); err != nil {
+	name, inName, err := fn.SplitQualified(r.PathValue("name"))
+	if err != nil {
 		return "", "", err
 	}
 	qualifier = r.URL.Query().Get("qualifier")
-	if colon {
-		switch {
-		case inName == "":
-			return "", "", fn.Invalid("function %q: nothing follows the ':'; name a version or an alias after it, or drop it for $LATEST", name+":")
-		case qualifier != "" && qualifier != inName:
-			return "", "", fn.Invalid("the function name says qualifier %q and ?qualifier= says %q: give one of them", inName, qualifier)
-		}
+	switch {
+	case inName == "":
+	case qualifier != "" && qualifier != inName:
+		return "", "", fn.Invalid("the function name says qualifier %q and ?qualifier= says %q: give one of them", inName, qualifier)
+	default:
 		qualifier = inName
 	}
 	return name, qualifier, nil

@@ -109,6 +109,20 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// SplitQualified splits a function reference, NAME or NAME:QUALIFIER (a
+// version number or an alias, as Lambda takes a function name), and checks
+// the name; the qualifier is "" without a colon.
+func SplitQualified(ref string) (name, qualifier string, err error) {
+	name, qualifier, colon := strings.Cut(ref, ":")
+	if err := ValidateName(name); err != nil {
+		return "", "", err
+	}
+	if colon && qualifier == "" {
+		return "", "", Invalid("%q names no version after the ':': write %s:1 or %s:ALIAS, or %s for $LATEST", ref, name, name, name)
+	}
+	return name, qualifier, nil
+}
+
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // reservedEnv are set by Aloft and cannot be overridden.

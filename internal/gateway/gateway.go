@@ -139,16 +139,12 @@ func (g *Gateway) Conflicts(name string, routes []string) error {
 // with a name of the form NAME:QUALIFIER a published version or an alias,
 // as Lambda's function URLs of an alias.
 func (g *Gateway) ServeFunction(w http.ResponseWriter, r *http.Request) {
-	name, qualifier, qualified := strings.Cut(r.PathValue("name"), ":")
-	rest := "/" + r.PathValue("rest")
-	if err := fn.ValidateName(name); err != nil {
+	name, qualifier, err := fn.SplitQualified(r.PathValue("name"))
+	if err != nil {
 		g.writeError(w, "", err)
 		return
 	}
-	if qualified && qualifier == "" {
-		g.writeError(w, "", fn.Invalid("/fn/%s:/ names no version: write /fn/%s:1/ or /fn/%s:ALIAS/, or /fn/%s/ for $LATEST", name, name, name, name))
-		return
-	}
+	rest := "/" + r.PathValue("rest")
 	g.serve(w, r, name, qualifier, "", rest, "$default", nil)
 }
 

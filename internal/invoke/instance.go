@@ -69,8 +69,17 @@ type startError struct {
 
 func (e *startError) Error() string { return "instance start failed: " + string(e.payload) }
 
-// httpError is e as an HTTP caller of an http or wasm function gets it: a
-// 502 whose message is the error's type and text, not its JSON.
+// httpStartError is err as an HTTP caller of an http or wasm function
+// gets it: a start error becomes a 502 whose message is the error's type
+// and text, not its JSON; anything else is returned as it is.
+func httpStartError(err error) error {
+	var se *startError
+	if errors.As(err, &se) {
+		return se.httpError()
+	}
+	return err
+}
+
 func (e *startError) httpError() error {
 	var p struct {
 		Type    string `json:"errorType"`

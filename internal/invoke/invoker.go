@@ -462,20 +462,11 @@ func (iv *Invoker) ServeHTTP(w http.ResponseWriter, r *http.Request, req Request
 		req.ID = newUUID()
 	}
 	if t.cfg.Runtime == fn.RuntimeWasm {
-		err := iv.serveWasmHTTP(w, r, t, req)
-		var se *startError
-		if errors.As(err, &se) {
-			return se.httpError()
-		}
-		return err
+		return httpStartError(iv.serveWasmHTTP(w, r, t, req))
 	}
 	lease, in, err := iv.acquire(r.Context(), t, req.ID)
 	if err != nil {
-		var se *startError
-		if errors.As(err, &se) {
-			return se.httpError()
-		}
-		return err
+		return httpStartError(err)
 	}
 	run := iv.begin(t, in, req.ID, false)
 	ctx, cancel := context.WithDeadlineCause(r.Context(), run.deadline,

@@ -66,15 +66,15 @@ func (e *Engine) cacheNames() map[string]bool {
 }
 
 // remember records what the compile of key left in the cache: the
-// rewrite, and the files wazero added since before. A module loaded from
-// the cache adds none: its record stays, or one is made from a record of
-// another key with the same module. The caller holds compileMu.
-func (e *Engine) remember(key, rewrite string, before map[string]bool) {
+// rewrite, and the files wazero added (in after, not before). A module
+// loaded from the cache adds none: its record stays, or one is made from a
+// record of another key with the same module. The caller holds compileMu.
+func (e *Engine) remember(key, rewrite string, before, after map[string]bool) {
 	if e.recordDir == "" {
 		return
 	}
 	rec := cacheRecord{Key: key, Rewrite: rewrite}
-	for name := range e.cacheNames() {
+	for name := range after {
 		if !before[name] && !strings.HasPrefix(name, ".") {
 			rec.Files = append(rec.Files, name)
 		}

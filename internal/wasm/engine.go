@@ -253,7 +253,7 @@ func (e *Engine) compile(ctx context.Context, key string, wasm []byte) (*Module,
 		_ = cm.Close(ctx)
 		return nil, err
 	}
-	e.remember(key, name, before)
+	e.remember(key, name, before, after)
 	e.mu.Lock()
 	if fromCache {
 		e.stats.FromCache++

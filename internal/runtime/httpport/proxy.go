@@ -7,7 +7,6 @@ package httpport
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"aloft/internal/fn"
+	"aloft/internal/httperror"
 )
 
 // DefaultMaxResponse caps an Invoke response body: 6 MiB + 100 bytes, the
@@ -147,15 +147,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // if any, is the message), else 502.
 func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 	ctx := r.Context()
-	w.Header().Set("Content-Type", "application/json")
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg := "the function did not answer within its timeout"
 		if cause := context.Cause(ctx); cause != nil && cause != context.DeadlineExceeded {
 			msg = cause.Error()
 		}
 		p.log.Debug("proxy request timed out", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.WriteHeader(http.StatusGatewayTimeout)
-		_, _ = w.Write(errorBody("timeout", msg))
+		httperror.Write(w, p.log, "", fn.Errorf(http.StatusGatewayTimeout, "timeout", "%s", msg))
 		return
 	}
 	if ctx.Err() != nil {
@@ -164,14 +162,7 @@ func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		p.log.Warn("proxy to instance", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
-	w.WriteHeader(http.StatusBadGateway)
-	_, _ = w.Write(errorBody("bad_gateway", "the function instance did not answer"))
-}
-
-// errorBody is Aloft's JSON error: {"error":{"code":...,"message":...}}.
-func errorBody(code, message string) []byte {
-	b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": message}})
-	return b
+	httperror.Write(w, p.log, "", fn.Errorf(http.StatusBadGateway, "bad_gateway", "the function instance did not answer"))
 }
 
 // Invoke POSTs payload to / on the instance, with the extra request
