@@ -389,13 +389,22 @@ func TestPlatform(t *testing.T) {
 			t.Fatal("STAGE is set before the change")
 		}
 		resp, body := s.do("PUT", "/v1/functions/probe", strings.NewReader(
-			`{"runtime":"lambda","timeout":"2s","scale":{"max":6,"idle":"1s"},"env":{"STAGE":"two"}}`),
+			`{"runtime":"lambda","timeout":"2s","scale":{"max":6,"idle":"1s"},"env":{"STAGE":"two","TZ":"Europe/Paris","AWS_REGION":"eu-west-3"}}`),
 			true, "Content-Type", "application/json")
 		if resp.StatusCode != 200 {
 			t.Fatalf("config update: %d %s", resp.StatusCode, body)
 		}
-		if got := envOf(); !strings.Contains(got, "STAGE=two") {
+		got := envOf()
+		if !strings.Contains(got, "STAGE=two") {
 			t.Fatalf("after the change the function still sees %s", got)
+		}
+		// The function's values replace Aloft's defaults: a process sees
+		// only the first of two entries of one key.
+		for _, kv := range []string{"TZ=Europe/Paris", "AWS_REGION=eu-west-3"} {
+			key, _, _ := strings.Cut(kv, "=")
+			if !strings.Contains(got, `"`+kv+`"`) || strings.Count(got, `"`+key+"=") != 1 {
+				t.Errorf("want exactly one %s in the environment, got %s", kv, got)
+			}
 		}
 	})
 

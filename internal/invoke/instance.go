@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,6 +242,7 @@ func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
 		"AWS_REGION=" + iv.cfg.Region,
 		"AWS_DEFAULT_REGION=" + iv.cfg.Region,
 		"ALOFT_FUNCTION=" + t.name,
+		"ALOFT_VERSION=" + t.version,
 		"ALOFT_INSTANCE=" + id,
 	}
 	switch c.Runtime {
@@ -271,11 +273,29 @@ func (iv *Invoker) spec(t *target, id, codeDir string) (sandbox.Spec, error) {
 	if _, set := c.Env["GOMAXPROCS"]; !set {
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(int(math.Ceil(spec.CPUs))))
 	}
-	for _, k := range sortedEnvKeys(c.Env) {
-		env = append(env, k+"="+c.Env[k])
-	}
-	spec.Env = env
+	spec.Env = withEnv(env, c.Env)
 	return spec, nil
+}
+
+// withEnv returns base with the function's own env applied: a key base
+// already holds (PATH, TZ, AWS_REGION, ...) takes the function's value in
+// its place, for a process reading a duplicated key sees only the first.
+// The keys Aloft must set are refused when the function is deployed
+// (fn.Config.Validate).
+func withEnv(base []string, own map[string]string) []string {
+	at := make(map[string]int, len(base))
+	for i, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		at[k] = i
+	}
+	for _, k := range sortedEnvKeys(own) {
+		if i, ok := at[k]; ok {
+			base[i] = k + "=" + own[k]
+			continue
+		}
+		base = append(base, k+"="+own[k])
+	}
+	return base
 }
 
 // cpusFor gives CPU in proportion to memory as Lambda does (1,769 MB = 1
