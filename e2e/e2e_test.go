@@ -447,9 +447,42 @@ func TestPlatform(t *testing.T) {
 		}
 	})
 
+	t.Run("scale.min keeps instances warm before any request", func(t *testing.T) {
+		dir := t.TempDir()
+		writeManifest(t, dir, fmt.Sprintf(`functions:
+  - name: warm
+    runtime: lambda
+    source: %s
+    scale: {min: 2, max: 3, idle: 1s}
+`, abs(t, "testdata/probe")))
+		s.mustCLI("deploy", dir)
+		warm := func(s *server, version string, want int) {
+			t.Helper()
+			eventually(t, 30*time.Second, fmt.Sprintf("%d warm instances of warm:%s", want, version), func() bool {
+				return num(s.versionStats("warm", version), "instances") == want
+			})
+		}
+		warm(s, "$LATEST", 2)
+		// An aliased version keeps its minimum too; without its alias it
+		// scales to zero.
+		s.mustCLI("publish", "warm")
+		s.mustCLI("alias", "set", "warm", "live", "1")
+		warm(s, "1", 2)
+		s.mustCLI("alias", "rm", "warm", "live")
+		warm(s, "1", 0)
+		s.mustCLI("alias", "set", "warm", "live", "1") // for the restart below
+	})
+
 	t.Run("restart keeps functions", func(t *testing.T) {
 		s.stop()
 		s2 := startServer(t, data)
+		// The warm minimum is back without a request.
+		for _, version := range []string{"$LATEST", "1"} {
+			eventually(t, 30*time.Second, "warm instances of warm:"+version+" after the restart", func() bool {
+				return num(s2.versionStats("warm", version), "instances") == 2
+			})
+		}
+		s2.mustCLI("rm", "warm")
 		resp, body := s2.invoke("probe", map[string]string{"op": "echo"}, "")
 		if resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Function-Error") != "" {
 			t.Fatalf("invoke after restart: %d %s", resp.StatusCode, body)

@@ -217,6 +217,13 @@ func (s *server) invoke(name string, payload any, query string) (*http.Response,
 // stats returns the instance stats of a function's $LATEST.
 func (s *server) stats(name string) map[string]any {
 	s.t.Helper()
+	return s.versionStats(name, "$LATEST")
+}
+
+// versionStats is the instance stats of one version of a function on
+// s, nil when it has no pool.
+func (s *server) versionStats(name, version string) map[string]any {
+	s.t.Helper()
 	resp, b := s.do("GET", "/v1/functions/"+name+"/instances", nil, true)
 	if resp.StatusCode != 200 {
 		s.t.Fatalf("instances: %d %s", resp.StatusCode, b)
@@ -227,7 +234,7 @@ func (s *server) stats(name string) map[string]any {
 	if err := json.Unmarshal(b, &out); err != nil {
 		s.t.Fatal(err)
 	}
-	st := out.Versions["$LATEST"]
+	st := out.Versions[version]
 	if _, ok := st["instances"]; st != nil && !ok {
 		s.t.Fatalf("instances: no \"instances\" count in %s", b)
 	}

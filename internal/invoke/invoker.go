@@ -81,6 +81,9 @@ type Invoker struct {
 	mu      sync.RWMutex
 	targets map[string]*target // resolution cache: tenant/name/qualifier
 	pools   map[string]*poolEntry
+	// aliased holds "tenant/name/version" of each version an alias points
+	// to: their pools, like $LATEST's, keep scale.min instances warm.
+	aliased map[string]bool
 	baseCtx context.Context // set by Run; pools run under it
 	running bool
 	ready   chan struct{} // closed once Run follows the store
@@ -110,6 +113,7 @@ func (t *target) poolKey() string {
 type poolEntry struct {
 	pool   *scale.Pool
 	target *target
+	min    int // the warm minimum the pool was made with
 	cancel context.CancelFunc
 }
 
@@ -140,6 +144,7 @@ func New(cfg Config) (*Invoker, error) {
 		runtimesDir: filepath.Join(cfg.DataDir, "runtimes"),
 		targets:     map[string]*target{},
 		pools:       map[string]*poolEntry{},
+		aliased:     map[string]bool{},
 		codeWait:    map[string]chan struct{}{},
 		ready:       make(chan struct{}),
 	}
@@ -175,6 +180,7 @@ func (iv *Invoker) Run(ctx context.Context) error {
 	iv.running = true
 	iv.mu.Unlock()
 	close(iv.ready)
+	iv.wg.Go(func() { iv.keepAllWarm(ctx) })
 	iv.wg.Add(1)
 	go func() {
 		defer iv.wg.Done()
@@ -240,7 +246,17 @@ func (iv *Invoker) Refresh(ctx context.Context, tenant, name string) {
 		}
 	}
 	iv.mu.Unlock()
-	for _, pe := range drain {
+	iv.drain(tenant, name, drain)
+	if !deleted {
+		iv.keepWarm(ctx, tenant, name)
+	}
+}
+
+// drain stops the pools pe, which are no longer in iv.pools: gracefully
+// (their requests in flight finish) while the invoker runs, at once when it
+// is shutting down.
+func (iv *Invoker) drain(tenant, name string, pools []*poolEntry) {
+	for _, pe := range pools {
 		iv.mu.Lock()
 		running, base := iv.running, iv.baseCtx
 		if running {
@@ -260,6 +276,89 @@ func (iv *Invoker) Refresh(ctx context.Context, tenant, name string) {
 			_ = pe.pool.Drain(dctx)
 			pe.cancel()
 		}()
+	}
+}
+
+// keepWarm starts, ahead of any request, the pools that keep instances
+// warm: those of $LATEST and of each version an alias points to, when
+// their scale.min is above zero. Another version's pool keeps no minimum
+// (it scales to zero), so a version invoked once by number does not hold
+// instances forever; a pool made before its version's alias changed is
+// drained, and the next request makes it again with the right minimum.
+// Errors are logged: the next request starts instances anyway.
+func (iv *Invoker) keepWarm(ctx context.Context, tenant, name string) {
+	qualifiers := []string{fn.LatestVersion}
+	aliases, err := iv.cfg.Store.ListAliases(ctx, tenant, name)
+	if err != nil && !fn.IsNotFound(err) {
+		iv.log.Warn("keep warm: list aliases", "tenant", tenant, "function", name, "error", err)
+	}
+	for _, a := range aliases {
+		qualifiers = append(qualifiers, a.Name)
+	}
+	var warm []*target
+	prefix := tenant + "/" + name + "/"
+	aliased := make(map[string]bool, len(aliases))
+	for _, q := range qualifiers {
+		t, err := iv.resolve(ctx, tenant, name, q)
+		if err != nil {
+			if !fn.IsNotFound(err) {
+				iv.log.Warn("keep warm: resolve", "tenant", tenant, "function", name, "qualifier", q, "error", err)
+			}
+			continue
+		}
+		if q != fn.LatestVersion {
+			aliased[prefix+t.version] = true
+		}
+		if t.cfg.Scale.Min > 0 {
+			warm = append(warm, t)
+		}
+	}
+	var drain []*poolEntry
+	iv.mu.Lock()
+	for k := range iv.aliased {
+		if strings.HasPrefix(k, prefix) && !aliased[k] {
+			delete(iv.aliased, k)
+		}
+	}
+	for k := range aliased {
+		iv.aliased[k] = true
+	}
+	for k, pe := range iv.pools {
+		if strings.HasPrefix(k, prefix) && pe.min != iv.minLocked(pe.target) {
+			delete(iv.pools, k)
+			drain = append(drain, pe)
+		}
+	}
+	iv.mu.Unlock()
+	iv.drain(tenant, name, drain)
+	for _, t := range warm {
+		if _, err := iv.pool(t); err != nil && ctx.Err() == nil {
+			iv.log.Warn("keep warm", "tenant", tenant, "function", name, "version", t.version, "error", err)
+		}
+	}
+}
+
+// minLocked is the warm minimum of t's pool (iv.mu held): scale.min for
+// $LATEST and aliased versions, else zero.
+func (iv *Invoker) minLocked(t *target) int {
+	if t.version == fn.LatestVersion || iv.aliased[t.tenant+"/"+t.name+"/"+t.version] {
+		return t.cfg.Scale.Min
+	}
+	return 0
+}
+
+// keepAllWarm runs keepWarm for every stored function, when the invoker
+// starts.
+func (iv *Invoker) keepAllWarm(ctx context.Context) {
+	fs, err := iv.cfg.Store.AllFunctions(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			iv.log.Warn("keep warm: list functions", "error", err)
+		}
+		return
+	}
+	for _, f := range fs {
+		iv.keepWarm(ctx, f.Tenant, f.Name)
 	}
 }
 
@@ -345,6 +444,7 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 	if !iv.running {
 		return nil, fn.Unavailable("the server is not running instances (starting or shutting down); retry")
 	}
+	warmMin := iv.minLocked(t)
 	p, err := scale.NewPool(scale.Config{
 		Name: t.name + ":" + t.version,
 		Start: func(ctx context.Context) (scale.Instance, error) {
@@ -362,7 +462,7 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 			return in, nil
 		},
 		Concurrency: t.cfg.Concurrency,
-		Min:         t.cfg.Scale.Min,
+		Min:         warmMin,
 		Max:         t.cfg.Scale.Max,
 		Idle:        t.cfg.Scale.Idle.D(),
 		QueueDepth:  queueDepth(t.cfg),
@@ -373,7 +473,7 @@ func (iv *Invoker) pool(t *target) (*scale.Pool, error) {
 		return nil, fmt.Errorf("pool for %s: %w", t.name, err)
 	}
 	ctx, cancel := context.WithCancel(iv.baseCtx)
-	iv.pools[key] = &poolEntry{pool: p, target: t, cancel: cancel}
+	iv.pools[key] = &poolEntry{pool: p, target: t, min: warmMin, cancel: cancel}
 	iv.wg.Add(1)
 	go func() {
 		defer iv.wg.Done()
