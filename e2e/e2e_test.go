@@ -65,6 +65,42 @@ func TestPlatform(t *testing.T) {
 		}
 	})
 
+	t.Run("a stopping http instance gets SIGTERM and its grace", func(t *testing.T) {
+		if resp, body := s.do("GET", "/fn/hello-http/", nil, false); resp.StatusCode != 200 {
+			t.Fatalf("GET /fn/hello-http/: %d %s", resp.StatusCode, body)
+		}
+		// A config change drains the instance: it logs its SIGTERM, then
+		// the end of its graceful shutdown.
+		resp, body := s.do("PUT", "/v1/functions/hello-http", strings.NewReader(
+			`{"runtime":"http","concurrency":8,"scale":{"max":4,"idle":"2m"},"env":{"DRAINED":"1"}}`),
+			true, "Content-Type", "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("config update: %d %s", resp.StatusCode, body)
+		}
+		eventually(t, 20*time.Second, "hello-http to log its graceful stop", func() bool {
+			out, _, _ := s.cli("logs", "hello-http")
+			return strings.Contains(out, "SIGTERM: finishing the requests") && strings.Contains(out, "stopped")
+		})
+	})
+
+	t.Run("a stopping lambda instance with an extension gets SIGTERM", func(t *testing.T) {
+		// hello-go registers aws-lambda-go's SIGTERM extension
+		// (lambda.WithEnableSIGTERM), so its instance is told, as on Lambda.
+		if resp, body := s.do("GET", "/hello/term", nil, false); resp.StatusCode != 200 {
+			t.Fatalf("GET /hello/term: %d %s", resp.StatusCode, body)
+		}
+		resp, body := s.do("PUT", "/v1/functions/hello-go", strings.NewReader(
+			`{"runtime":"lambda","timeout":"10s","routes":["GET /hello/{name}"],"env":{"DRAINED":"1"}}`),
+			true, "Content-Type", "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("config update: %d %s", resp.StatusCode, body)
+		}
+		eventually(t, 20*time.Second, "hello-go to log its SIGTERM", func() bool {
+			out, _, _ := s.cli("logs", "hello-go")
+			return strings.Contains(out, "SIGTERM: the instance is stopping")
+		})
+	})
+
 	t.Run("examples over HTTP", func(t *testing.T) {
 		cases := []struct{ path, want string }{
 			{"/fn/hello-go/?name=ada", "Hello, ada! (from Go"},

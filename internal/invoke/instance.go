@@ -36,6 +36,9 @@ type instance struct {
 	initDur  time.Duration
 	used     atomic.Bool  // served at least one invocation (cold start reporting)
 	inflight atomic.Int32 // requests in flight (http runtime may serve several)
+	// failed is set when an invocation timed out or broke on the
+	// instance: Stop then kills it without a grace period.
+	failed atomic.Bool
 
 	ctx    context.Context // cancelled when the instance dies or stops
 	cancel context.CancelFunc
@@ -45,9 +48,35 @@ type instance struct {
 
 func (in *instance) Done() <-chan struct{} { return in.sb.Done() }
 
-// Stop kills the sandbox and waits for the goroutines this instance owns.
+// Shutdown grace periods: how long a stopping instance (scaled down,
+// drained by a redeploy, or at server exit) has between SIGTERM and
+// SIGKILL. An http function gets Cloud Run's 10 s; a Lambda-style one only
+// when an extension registered (aws-lambda-go's lambda.WithEnableSIGTERM
+// registers one), 500 ms as Lambda gives internal extensions; without
+// one, Lambda sends no SIGTERM and neither does Aloft.
+const (
+	httpStopGrace      = 10 * time.Second
+	extensionStopGrace = 500 * time.Millisecond
+)
+
+// Stop ends the sandbox, gracefully when the runtime has a grace period
+// (SIGTERM, and SHUTDOWN to extensions that asked for it; then SIGKILL
+// when the grace runs out), and waits for the goroutines this instance
+// owns.
 func (in *instance) Stop() {
 	in.once.Do(func() {
+		if grace := in.stopGrace(); grace > 0 {
+			if in.lambda != nil {
+				in.lambda.Shutdown(time.Now().Add(grace))
+			}
+			in.sb.Terminate()
+			t := time.NewTimer(grace)
+			select {
+			case <-in.sb.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		in.sb.Kill()
 		<-in.sb.Done()
 		if in.lambda != nil {
@@ -59,6 +88,19 @@ func (in *instance) Stop() {
 		in.cancel()
 		in.wg.Wait()
 	})
+}
+
+// stopGrace is how long Stop waits between SIGTERM and SIGKILL.
+func (in *instance) stopGrace() time.Duration {
+	switch {
+	case in.failed.Load():
+		return 0
+	case in.proxy != nil:
+		return httpStopGrace
+	case in.lambda != nil && in.lambda.Extensions() > 0:
+		return extensionStopGrace
+	}
+	return 0
 }
 
 // startError is a failure of an instance to start that the invocation

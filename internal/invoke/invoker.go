@@ -689,6 +689,7 @@ func (iv *Invoker) finish(t *target, lease *scale.Lease, in *instance, r *run, e
 			in.sink.platform(r.id, msg)
 			result = &fn.Result{Payload: fn.ErrorPayload(errType, msg), FunctionError: true}
 		}
+		in.failed.Store(true)
 		lease.Discard()
 	}
 	dur := time.Since(r.start)

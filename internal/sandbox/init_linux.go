@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -63,6 +64,7 @@ func MaybeRunInit() (code int, ok bool) {
 		_, _ = status.WriteString(statusMessage(err))
 		return 127, true
 	}
+	forwardTerm(pid)
 	if _, err := status.Write([]byte{startedByte}); err != nil {
 		return 127, true
 	}
@@ -72,6 +74,19 @@ func MaybeRunInit() (code int, ok bool) {
 	// nor read (not dumpable) from the function, which can at most signal
 	// it, ending its own instance.
 	return reapChildren(status, pid), true
+}
+
+// forwardTerm passes each SIGTERM the init gets (Instance.Terminate) on to
+// the function, which may then end on its own: the init's own default
+// would be to exit, which kills the whole instance at once.
+func forwardTerm(pid int) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM)
+	go func() {
+		for range ch {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}()
 }
 
 // startedByte is what the init writes on the status pipe once the

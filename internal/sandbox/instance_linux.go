@@ -123,6 +123,19 @@ func (i *Instance) Kill() {
 	_ = i.proc.Kill()
 }
 
+// Terminate asks the function to end: it sends SIGTERM to the function's
+// process (through the init, which passes it on). It returns at once and
+// does nothing before the function runs or after it ended; wait on Done,
+// and Kill what has not ended in time.
+func (i *Instance) Terminate() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exited || i.killed || i.proc == nil || (!i.insecure && !i.started) {
+		return
+	}
+	_ = i.proc.Signal(syscall.SIGTERM)
+}
+
 // Dial opens a TCP connection to the function's PortEnv port, made inside
 // the instance's network namespace when it has one. It fails with
 // "connection refused" until the function listens; callers poll.

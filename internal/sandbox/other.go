@@ -39,4 +39,5 @@ func (i *Instance) Dial(context.Context) (net.Conn, error) { return nil, errUnsu
 func (i *Instance) Done() <-chan struct{}                  { return nil }
 func (i *Instance) Exit() ExitStatus                       { return ExitStatus{} }
 func (i *Instance) Kill()                                  {}
+func (i *Instance) Terminate()                             {}
 func (i *Instance) MemoryPeak() int64                      { return 0 }

@@ -91,14 +91,19 @@ type Server struct {
 	closeOnce  sync.Once
 	bufferPool sync.Pool // *bytes.Buffer for chunked bodies
 
-	mu       sync.Mutex
-	busy     bool           // an Invoke is in progress
-	cur      *fn.Invocation // the invocation of that Invoke
-	answered bool           // cur has been answered by the runtime
-	lastID   string         // id of the last answered invocation
-	initErr  *InitError
-	hijacked map[*rconn]struct{}
-	active   *rconn // the connection Invoke reads, if any
+	shutdown     chan struct{} // closed by Shutdown
+	shutdownOnce sync.Once
+	shutdownAt   time.Time // the shutdown's deadline, set before shutdown closes
+
+	mu         sync.Mutex
+	extensions map[string]bool // registered extensions by id: true if they asked for SHUTDOWN
+	busy       bool            // an Invoke is in progress
+	cur        *fn.Invocation  // the invocation of that Invoke
+	answered   bool            // cur has been answered by the runtime
+	lastID     string          // id of the last answered invocation
+	initErr    *InitError
+	hijacked   map[*rconn]struct{}
+	active     *rconn // the connection Invoke reads, if any
 }
 
 type outcome struct {
@@ -118,6 +123,7 @@ func NewServer(cfg Config) *Server {
 		ready:       make(chan struct{}),
 		failed:      make(chan struct{}),
 		closed:      make(chan struct{}),
+		shutdown:    make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -545,19 +551,61 @@ func (s *Server) initErrorPost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) extensionRegister(w http.ResponseWriter, r *http.Request) {
+	var reg struct {
+		Events []string `json:"events"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&reg)
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
-	name := r.Header.Get("Lambda-Extension-Name")
-	s.log.Debug("extension registered", "extension", name)
-	w.Header()[hdrExtensionID] = []string{uuid.NewString()}
+	id := uuid.NewString()
+	onShutdown := false
+	for _, e := range reg.Events {
+		onShutdown = onShutdown || e == "SHUTDOWN"
+	}
+	s.mu.Lock()
+	if s.extensions == nil {
+		s.extensions = map[string]bool{}
+	}
+	s.extensions[id] = onShutdown
+	s.mu.Unlock()
+	s.log.Debug("extension registered", "extension", r.Header.Get("Lambda-Extension-Name"), "events", reg.Events)
+	w.Header()[hdrExtensionID] = []string{id}
 	writeJSON(w, http.StatusOK, []byte(`{"functionName":"","functionVersion":"","handler":""}`))
 }
 
-// extensionNext blocks: Aloft sends extensions no INVOKE events, and
-// SHUTDOWN is the instance being killed.
+// Extensions is the number of extensions that registered: with any, the
+// instance is shut down as Lambda does then (Shutdown, SIGTERM, a grace).
+func (s *Server) Extensions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.extensions)
+}
+
+// Shutdown answers the extensions waiting in GET /event/next that
+// registered for it with a SHUTDOWN event whose deadline is deadline; the
+// others keep waiting until Close. Aloft sends no INVOKE events.
+func (s *Server) Shutdown(deadline time.Time) {
+	s.shutdownOnce.Do(func() {
+		s.shutdownAt = deadline
+		close(s.shutdown)
+	})
+}
+
+// extensionNext blocks until Shutdown (for an extension registered for
+// SHUTDOWN) or Close.
 func (s *Server) extensionNext(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	onShutdown := s.extensions[r.Header.Get(hdrExtensionID)]
+	s.mu.Unlock()
+	shutdown := s.shutdown
+	if !onShutdown {
+		shutdown = nil
+	}
 	select {
 	case <-s.closed:
 	case <-r.Context().Done():
+	case <-shutdown:
+		w.Header()["Lambda-Extension-Event-Identifier"] = []string{uuid.NewString()}
+		writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":%d}`, s.shutdownAt.UnixMilli()))
 	}
 }
 

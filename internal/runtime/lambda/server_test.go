@@ -568,3 +568,70 @@ func BenchmarkInvoke(b *testing.B) {
 		}
 	}
 }
+
+func TestExtensionShutdown(t *testing.T) {
+	s, addr := startServer(t, lambda.Config{})
+	rt := rawRuntime{t: t, base: "http://" + addr, c: &http.Client{}}
+	if n := s.Extensions(); n != 0 {
+		t.Fatalf("Extensions before any registered = %d", n)
+	}
+	register := func(events string) string {
+		resp, body := rt.do("POST", "/2020-01-01/extension/register", map[string]string{"Lambda-Extension-Name": "x"}, strings.NewReader(`{"events":`+events+`}`))
+		id := resp.Header.Get("Lambda-Extension-Identifier")
+		if resp.StatusCode != 200 || id == "" {
+			t.Fatalf("register %s: %d %s, id %q", events, resp.StatusCode, body, id)
+		}
+		return id
+	}
+	wants, ignores := register(`["SHUTDOWN"]`), register(`[]`)
+	if n := s.Extensions(); n != 2 {
+		t.Fatalf("Extensions = %d, want 2", n)
+	}
+	type answer struct {
+		status int
+		body   string
+	}
+	next := func(id string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			// Not rt.do: it fails the test on a broken connection, which
+			// is how a next ends at Close.
+			req, _ := http.NewRequest("GET", rt.base+"/2020-01-01/extension/event/next", nil)
+			req.Header.Set("Lambda-Extension-Identifier", id)
+			resp, err := rt.c.Do(req)
+			if err != nil {
+				ch <- answer{-1, err.Error()}
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ch <- answer{resp.StatusCode, string(body)}
+		}()
+		return ch
+	}
+	got, blocked := next(wants), next(ignores)
+	deadline := time.UnixMilli(1800000000000)
+	s.Shutdown(deadline)
+	a := <-got
+	var ev struct {
+		EventType, ShutdownReason string
+		DeadlineMs                int64
+	}
+	if a.status != 200 || json.Unmarshal([]byte(a.body), &ev) != nil || ev.EventType != "SHUTDOWN" ||
+		ev.ShutdownReason != "spindown" || ev.DeadlineMs != deadline.UnixMilli() {
+		t.Errorf("next after Shutdown: %d %s, want a SHUTDOWN event with the deadline", a.status, a.body)
+	}
+	select {
+	case a := <-blocked:
+		t.Errorf("an extension not registered for SHUTDOWN got %d %s", a.status, a.body)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// Its next ends when the server closes (the instance is gone), without
+	// an event.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-blocked; a.status == 200 && strings.Contains(a.body, "SHUTDOWN") {
+		t.Errorf("after Close: %d %s", a.status, a.body)
+	}
+}
