@@ -584,15 +584,28 @@ func TestHammer(t *testing.T) {
 	})
 	close(start)
 	wg.Wait()
-	eventually(t, 20*time.Second, "every message handled", func() bool {
-		seen := e.user.seen()
+	missing := func() int {
+		seen, n := e.user.seen(), 0
 		for _, id := range all {
 			if seen[id] == 0 {
-				return false
+				n++
 			}
 		}
-		return true
-	})
+		return n
+	}
+	for deadline := time.Now().Add(30 * time.Second); missing() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			// What the consumer holds tells a lost message from a slow one.
+			var info any = "no consumer"
+			if c, err := e.st.JetStream().Consumer(context.Background(), Stream, consumerName(tenant, "q")); err == nil {
+				if ci, err := c.Info(context.Background()); err == nil {
+					info = fmt.Sprintf("pending %d, ack pending %d, redelivered %d, waiting pulls %d, ack wait %s",
+						ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Config.AckWait)
+				}
+			}
+			t.Fatalf("%d of %d messages never handled after 30s; stats %+v; consumer: %v", missing(), len(all), e.q.Stats(), info)
+		}
+	}
 	if len(all) != senders*sends*per {
 		t.Errorf("%d ids, want %d", len(all), senders*sends*per)
 	}
