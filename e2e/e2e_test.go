@@ -472,6 +472,25 @@ func TestPlatform(t *testing.T) {
 				t.Errorf("GET %s: %d %s, version %q; want 200 from version %s", path, resp.StatusCode, body, resp.Header.Get("X-Aloft-Executed-Version"), version)
 			}
 		}
+		// Routes can run an alias, as an API Gateway integration can.
+		resp, body = s.do("PUT", "/v1/functions/hello-node", strings.NewReader(
+			`{"runtime":"node","handler":"index.handler","routes":["GET /stable/{x}"],"routeQualifier":"prod","env":{"V":"2"}}`),
+			true, "Content-Type", "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("config with routeQualifier: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := s.do("GET", "/stable/a", nil, false); resp.StatusCode != 200 || resp.Header.Get("X-Aloft-Executed-Version") != "1" {
+			t.Errorf("GET /stable/a: %d %s, version %q; want 200 from version 1 (prod)", resp.StatusCode, body, resp.Header.Get("X-Aloft-Executed-Version"))
+		}
+		resp, body = s.do("PUT", "/v1/functions/hello-node", strings.NewReader(
+			`{"runtime":"node","handler":"index.handler","routes":["GET /stable/{x}"],"routeQualifier":"canary"}`),
+			true, "Content-Type", "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("config with routeQualifier canary: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := s.do("GET", "/stable/a", nil, false); resp.StatusCode != 404 || !strings.Contains(string(body), "canary") {
+			t.Errorf("GET /stable/a with no alias canary: %d %s; want a 404 naming the alias", resp.StatusCode, body)
+		}
 		for path, status := range map[string]int{"/fn/hello-node:9/": 404, "/fn/hello-node:nope/": 404, "/fn/hello-node:/": 400, "/fn/hello-node:a%20b/": 400} {
 			resp, body := s.do("GET", path, nil, false)
 			var e struct {

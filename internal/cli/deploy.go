@@ -59,7 +59,7 @@ func Deploy(ctx context.Context, c *client.Client, m *manifest.Manifest, baseURL
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s  %s  %s  %s/fn/%s/", got.Name, got.Runtime, state, base, got.Name)
 		if len(got.Routes) > 0 {
-			b.WriteString("  " + strings.Join(got.Routes, ", "))
+			b.WriteString("  " + routesOf(got.Config))
 		}
 		b.WriteByte('\n')
 		for _, ev := range got.Events {

@@ -193,7 +193,7 @@ var lsCmd = &command{
 					pub = strconv.Itoa(f.LatestPublished)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\n", f.Name, f.Runtime, f.MemoryMB, f.Timeout.D(),
-					pub, formatTime(f.Updated), strings.Join(f.Routes, ", "))
+					pub, formatTime(f.Updated), routesOf(f.Config))
 			}
 			return tw.Flush()
 		}
@@ -406,6 +406,16 @@ func shortSHA(s string) string {
 	}
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// routesOf lists c's routes, with the version or alias they run when it is
+// not $LATEST.
+func routesOf(c fn.Config) string {
+	s := strings.Join(c.Routes, ", ")
+	if q := c.RouteQualifier; s != "" && q != "" && q != fn.LatestVersion {
+		s += " -> " + q
 	}
 	return s
 }

@@ -34,6 +34,10 @@ func TestConfigValidate(t *testing.T) {
 		{"NUL in an env value", func(c *Config) { c.Env = map[string]string{"A": "x\x00y"} }, []string{"env A: the value holds a NUL byte"}},
 		{"bad route", func(c *Config) { c.Routes = []string{"/v1/x"} }, []string{"belong to Aloft"}},
 		{"handler escapes", func(c *Config) { c.Handler = "../bin/sh" }, []string{"handler"}},
+		{"route qualifier", func(c *Config) { c.Routes = []string{"/a"}; c.RouteQualifier = "prod" }, nil},
+		{"route qualifier a version", func(c *Config) { c.Routes = []string{"/a"}; c.RouteQualifier = "3" }, nil},
+		{"route qualifier without routes", func(c *Config) { c.RouteQualifier = "prod" }, []string{`routeQualifier "prod" without routes`}},
+		{"bad route qualifier", func(c *Config) { c.Routes = []string{"/a"}; c.RouteQualifier = "a b" }, []string{`routeQualifier: qualifier "a b" is invalid`}},
 		{"every problem at once", func(c *Config) { c.MemoryMB = 1; c.Name = "X" }, []string{"memory 1 MB", "function name"}},
 	}
 	for _, tt := range tests {

@@ -88,6 +88,9 @@ type Config struct {
 	Network bool `json:"network,omitempty"`
 	// Routes are HTTP routes like "GET /users/{id}" or "/hooks/{path...}".
 	Routes []string `json:"routes,omitempty"`
+	// RouteQualifier is the version or alias the routes run (default
+	// $LATEST), as an API Gateway integration names a Lambda alias.
+	RouteQualifier string `json:"routeQualifier,omitempty"`
 	// Events are the function's triggers other than HTTP: schedules,
 	// queues and NATS subjects.
 	Events []Event `json:"events,omitempty"`
@@ -225,6 +228,15 @@ func (c *Config) Validate() error {
 	for _, r := range c.Routes {
 		if _, err := ParseRoute(r); err != nil {
 			add("%s", err)
+		}
+	}
+	if q := c.RouteQualifier; q != "" {
+		if len(c.Routes) == 0 {
+			add("routeQualifier %q without routes: it says which version the routes run; declare routes or remove it", q)
+		} else if q != LatestVersion {
+			if err := validateQualifier(q); err != nil {
+				add("routeQualifier: %s", err)
+			}
 		}
 	}
 	c.validateEvents(add)

@@ -42,8 +42,9 @@ type Gateway struct {
 // route is one declared route of one function.
 type route struct {
 	fn.Route
-	function string
-	runtime  fn.Runtime
+	function  string
+	qualifier string     // the version or alias the route runs; "" for $LATEST
+	runtime   fn.Runtime // $LATEST's; "" when qualified
 }
 
 // table holds every declared route, most specific first.
@@ -78,7 +79,13 @@ func (g *Gateway) Reload(ctx context.Context) error {
 				g.log.Warn("skipping invalid stored route", "function", f.Name, "route", raw, "error", err)
 				continue
 			}
-			t.routes = append(t.routes, route{Route: r, function: f.Name, runtime: f.Runtime})
+			rt := route{Route: r, function: f.Name, runtime: f.Runtime}
+			if q := f.RouteQualifier; q != "" && q != fn.LatestVersion {
+				// The version's runtime is looked up per request: it
+				// may differ from $LATEST's.
+				rt.qualifier, rt.runtime = q, ""
+			}
+			t.routes = append(t.routes, rt)
 		}
 	}
 	sort.SliceStable(t.routes, func(i, j int) bool {
@@ -161,7 +168,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.Method == "" {
 			routeKey = "ANY " + rt.Raw
 		}
-		g.serve(w, r, rt.function, "", rt.runtime, path, routeKey, params)
+		g.serve(w, r, rt.function, rt.qualifier, rt.runtime, path, routeKey, params)
 		return
 	}
 	g.writeError(w, "", fn.NotFound("no function serves %s %s: functions are at /fn/{name}/ and at the routes they declare", r.Method, path))
