@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,7 @@ func NewServer(cfg Config) *Server {
 		failed:      make(chan struct{}),
 		closed:      make(chan struct{}),
 		shutdown:    make(chan struct{}),
+		extensions:  map[string]bool{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -554,18 +556,11 @@ func (s *Server) extensionRegister(w http.ResponseWriter, r *http.Request) {
 	var reg struct {
 		Events []string `json:"events"`
 	}
-	_ = json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&reg)
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	_ = json.Unmarshal(body, &reg)
 	id := uuid.NewString()
-	onShutdown := false
-	for _, e := range reg.Events {
-		onShutdown = onShutdown || e == "SHUTDOWN"
-	}
 	s.mu.Lock()
-	if s.extensions == nil {
-		s.extensions = map[string]bool{}
-	}
-	s.extensions[id] = onShutdown
+	s.extensions[id] = slices.Contains(reg.Events, "SHUTDOWN")
 	s.mu.Unlock()
 	s.log.Debug("extension registered", "extension", r.Header.Get("Lambda-Extension-Name"), "events", reg.Events)
 	w.Header()[hdrExtensionID] = []string{id}
